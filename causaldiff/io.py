@@ -1,0 +1,62 @@
+"""Atomic file output: every file is written to a temporary sibling and renamed into place."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via temp file + fsync + rename; an interruption leaves no partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode())
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """Encode a uint8 (C, H, W) or (H, W) array as PNG (1 channel → L, 3 → RGB)."""
+    arr = np.asarray(image)
+    if arr.ndim == 3:
+        arr = arr[0] if arr.shape[0] == 1 else np.transpose(arr, (1, 2, 0))
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def atomic_write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
+    return atomic_write_bytes(path, png_bytes(image))
+
+
+def csv_text(header: list[str], rows: list[list]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def format_value(v: float) -> str:
+    """Exact round-trip text for a float label (empty for missing)."""
+    if v != v:  # NaN
+        return ""
+    return repr(float(v)) if float(v) != int(v) else str(int(v))

@@ -1,0 +1,121 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from causaldiff.cli import main
+from causaldiff.data.datamodule import CausalDataModule
+from causaldiff.data.folder import FolderDataset, load_image
+from causaldiff.data.worlds import get_world
+
+GRAPH = {"age": {}, "sex": {"kind": "binary"}, "size": {"parents": ["age"]}}
+
+
+def make_folder(tmp_path, rows, header="file,age,sex,size", mode="L"):
+    tmp_path.mkdir(exist_ok=True)
+    for r in rows:
+        name = r.split(",")[0]
+        if name and not os.path.isabs(name) and ".." not in name and not (tmp_path / name).exists():
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            Image.new(mode, (20, 24), 128 if mode == "L" else (255, 0, 0)[: len(mode)]).save(tmp_path / name)
+    (tmp_path / "labels.csv").write_text("\n".join([header, *rows]) + "\n")
+    return tmp_path
+
+
+def test_data_make_round_trips_labels_exactly(tmp_path):
+    out = tmp_path / "pend"
+    main(["data", "make", "pendulum", "--n", "200", "--size", "32", "--out", str(out)])
+    assert len(list(out.glob("*.png"))) == 200
+    assert (out / "graph.yaml").is_file() and (out / "labels.csv").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp leftovers
+    ds = FolderDataset(out, size=32, channels=3)
+    w = get_world("pendulum")
+    exo, labels = w.sample(200, seed=0)
+    for k in labels:
+        assert torch.equal(ds.labels[k], labels[k])
+    img = w.render(exo, labels)
+    assert torch.equal(((ds[7]["x"] + 1) * 127.5).round().to(torch.uint8), img[7])
+    with pytest.raises(SystemExit, match="not empty"):
+        main(["data", "make", "pendulum", "--n", "2", "--out", str(out)])
+    assert len(list(out.glob("*.png"))) == 200  # nothing lost
+
+
+def test_missing_cells_are_masked(tmp_path):
+    root = make_folder(tmp_path / "d", ["a.png,50,1,3.5", "b.png,,0,", "c.png,60,1,2"])
+    ds = FolderDataset(root, GRAPH, size=16, channels=1)
+    item = ds[1]
+    assert item["x"].shape == (1, 16, 16)
+    assert item["mask"]["age"].item() is False and item["mask"]["sex"].item() is True
+    assert item["labels"]["age"].item() == 0.0  # filled, masked
+    assert torch.isnan(ds.labels["size"][1])
+
+
+@pytest.mark.parametrize("rows, message", [
+    (["/etc/passwd,1,0,1"], "absolute path"),
+    (["../outside.png,1,0,1"], "outside the data root"),
+    (["a.png,1,2,1"], "not a class of binary node"),
+    (["a.png,x,0,1"], "'x' is not a number"),
+    (["a.png,inf,0,1"], "infinite"),
+])
+def test_bad_csv_rows(tmp_path, rows, message):
+    root = make_folder(tmp_path / "d", rows)
+    with pytest.raises(ValueError, match=message):
+        FolderDataset(root, GRAPH, size=16, channels=1)
+
+
+def test_missing_column_and_file_and_symlink_escape(tmp_path):
+    root = make_folder(tmp_path / "d", ["a.png,1,0"], header="file,age,sex")
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['size'\]"):
+        FolderDataset(root, GRAPH)
+    root = make_folder(tmp_path / "e", ["a.png,1,0,1"])
+    (root / "labels.csv").write_text("file,age,sex,size\nnope.png,1,0,1\n")
+    with pytest.raises(FileNotFoundError, match="nope.png"):
+        FolderDataset(root, GRAPH)
+    outside = make_folder(tmp_path / "outside", ["o.png,1,0,1"])
+    root = make_folder(tmp_path / "f", ["a.png,1,0,1"])
+    os.symlink(outside / "o.png", root / "link.png")
+    (root / "labels.csv").write_text("file,age,sex,size\nlink.png,1,0,1\n")
+    with pytest.raises(ValueError, match="outside the data root"):
+        FolderDataset(root, GRAPH)
+
+
+def test_corrupt_image_is_named(tmp_path):
+    root = make_folder(tmp_path / "d", ["a.png,1,0,1"])
+    (root / "a.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    ds = FolderDataset(root, GRAPH, size=16, channels=1)
+    with pytest.raises(ValueError, match="unreadable image .*a.png"):
+        ds[0]
+
+
+def test_channel_and_bit_depth_conversion(tmp_path):
+    rgba = tmp_path / "rgba.png"
+    Image.new("RGBA", (8, 8), (255, 0, 0, 255)).save(rgba)
+    g = load_image(rgba, 1, 8)
+    assert g.shape == (1, 8, 8) and torch.allclose(g, torch.full_like(g, 0.299 * 2 - 1), atol=1e-5)
+    grey = tmp_path / "g16.png"
+    Image.fromarray(np.full((8, 8), 65535, dtype=np.uint16)).save(grey)
+    x = load_image(grey, 3, 4)
+    assert x.shape == (3, 4, 4) and torch.allclose(x, torch.ones_like(x))
+
+
+def test_datamodule_world_and_folder(tmp_path):
+    dm = CausalDataModule(world="brain", n=100, seed=1, batch_size=8)
+    assert sum(len(v) for v in dm.splits.values()) == 100 and len(dm.splits["train"]) == 80
+    assert set(dm.splits["train"].tolist()).isdisjoint(dm.splits["val"].tolist())
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["x"].shape == (8, 1, 32, 32) and batch["x"].min() >= -1 and batch["x"].max() <= 1
+    assert set(batch["labels"]) == set(dm.graph.order) and batch["mask"]["age"].dtype == torch.bool
+    mean, std = dm.label_stats["age"]
+    train_age = dm.train_labels()["age"]
+    assert mean == pytest.approx(train_age.mean().item()) and std == pytest.approx(train_age.std(unbiased=False).item())
+    assert dm.label_stats["sex"] == [0.0, 1.0]
+    root = make_folder(tmp_path / "d", [f"{i}.png,{i},{i % 2},{i / 2}" for i in range(10)])
+    dm2 = CausalDataModule(folder=str(root), graph=GRAPH, channels=1, size=16, batch_size=4)
+    assert dm2.label_stats["age"][0] == pytest.approx(dm2.train_labels()["age"].mean().item())
+    assert next(iter(dm2.val_dataloader()))["x"].shape[1:] == (1, 16, 16)
+    with pytest.raises(ValueError, match="exactly one of"):
+        CausalDataModule()
+    with pytest.raises(ValueError, match="no training items"):
+        _ = CausalDataModule(folder=str(make_folder(tmp_path / "one", ["a.png,1,0,1"])), graph=GRAPH).splits

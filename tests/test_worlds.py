@@ -1,0 +1,93 @@
+import pytest
+import torch
+
+from causaldiff.data.worlds import WORLDS, get_world
+
+INTERVENTIONS = {"pendulum": ["light_angle=70", "pendulum_angle=-20", "shadow_length=6"],
+                 "morpho": ["thickness=4.5", "digit=3", "intensity=100"],
+                 "brain": ["age=78", "sex=0", "brain_volume=1000", "lesion=1"]}
+
+
+@pytest.mark.parametrize("name", WORLDS)
+@pytest.mark.parametrize("size", [32, 64, 96])
+def test_render_shape_and_determinism(name, size):
+    w = get_world(name, size)
+    exo, labels = w.sample(8, seed=5)
+    img = w.render(exo, labels)
+    assert img.shape == (8, w.channels, size, size) and img.dtype == torch.uint8
+    assert img.float().std() > 10  # not blank
+    exo2, labels2 = w.sample(8, seed=5)
+    assert torch.equal(w.render(exo2, labels2), img)
+    assert not torch.equal(w.render(*w.sample(8, seed=6)), img)
+
+
+@pytest.mark.parametrize("name", WORLDS)
+def test_null_intervention_reproduces_exactly(name):
+    w = get_world(name)
+    exo, labels = w.sample(16, seed=0)
+    cf_labels, cf_img = w.counterfactual(exo, labels, [])
+    assert torch.equal(cf_img, w.render(exo, labels))
+    for k in labels:
+        assert torch.equal(cf_labels[k], labels[k])
+
+
+@pytest.mark.parametrize("name", WORLDS)
+def test_do_moves_node_and_descendants_only(name):
+    w = get_world(name)
+    exo, labels = w.sample(64, seed=0)
+    for expr in INTERVENTIONS[name]:
+        node = expr.split("=")[0]
+        value = float(expr.split("=")[1])
+        cf_labels, cf_img = w.counterfactual(exo, labels, expr)
+        assert torch.all(cf_labels[node] == value)
+        desc = w.graph.descendants(node)
+        for k in w.graph:
+            if k != node and k not in desc:
+                assert torch.equal(cf_labels[k], labels[k]), f"{expr}: non-descendant {k} changed"
+        for k in desc:
+            if not w.graph[k].discrete:
+                assert not torch.equal(cf_labels[k], labels[k]), f"{expr}: descendant {k} did not follow"
+        assert (cf_img.float() - w.render(exo, labels).float()).abs().mean() > 0.05
+        # the exogenous style is untouched: a second call gives the same counterfactual
+        assert torch.equal(w.counterfactual(exo, labels, expr)[1], cf_img)
+
+
+def test_morpho_scm_matches_deepscm():
+    w = get_world("morpho")
+    _, labels = w.sample(20000, seed=0)
+    t = labels["thickness"]
+    assert abs(t.mean().item() - 2.5) < 0.02  # 0.5 + Gamma(10, rate 5) has mean 2.5
+    assert abs(t.var().item() - 0.4) < 0.03  # variance 10 / 25
+    assert labels["intensity"].min() >= 64 and labels["intensity"].max() <= 255
+    assert torch.corrcoef(torch.stack([t, labels["intensity"]]))[0, 1] > 0.6
+
+
+def test_brain_is_plausible_and_lesion_rare():
+    w = get_world("brain")
+    _, labels = w.sample(20000, seed=0)
+    assert 0.03 < labels["lesion"].mean() < 0.07
+    assert 45 <= labels["age"].min() and labels["age"].max() <= 80
+    assert 900 < labels["brain_volume"].mean() < 1400
+    old = labels["age"] > 70
+    assert labels["lesion"][old].mean() > labels["lesion"][~old].mean()
+    assert labels["ventricle_volume"][old].mean() > labels["ventricle_volume"][~old].mean()
+
+
+def test_pendulum_shadow_geometry():
+    w = get_world("pendulum")
+    exo, labels = w.sample(4, seed=0)
+    exo = {k: torch.zeros_like(v) for k, v in exo.items()}
+    cf, _ = w.counterfactual(exo, labels, ["pendulum_angle=0", "light_angle=90"])
+    # light straight above a vertical pendulum: the shadow sits below the pivot with the minimum length 3
+    torch.testing.assert_close(cf["shadow_position"], torch.full((4,), 10.0), atol=1e-4, rtol=0)
+    torch.testing.assert_close(cf["shadow_length"], torch.full((4,), 3.0), atol=1e-4, rtol=0)
+
+
+def test_bad_world_arguments():
+    with pytest.raises(ValueError, match="unknown world 'mnist'"):
+        get_world("mnist")
+    with pytest.raises(ValueError, match="size must be"):
+        get_world("brain", 4)
+    with pytest.raises(ValueError, match="unknown node"):
+        w = get_world("brain")
+        w.counterfactual(*w.sample(2), "height=3")
