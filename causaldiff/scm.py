@@ -42,6 +42,7 @@ class AttributeSCM(nn.Module):
         kmax = max(self.graph[m].cardinality for m in self.graph)
         self.register_buffer("log_probs", torch.zeros(n, kmax))  # discrete roots' marginals
         self.register_buffer("fitted", torch.tensor(False))
+        self.requires_grad_(False)  # fitted by `fit` alone, never by an outer optimiser
 
     # ------------------------------------------------------------------ fitting
     @torch.no_grad()
@@ -71,6 +72,7 @@ class AttributeSCM(nn.Module):
                 nn.init.normal_(p, std=(1.0 / max(p.shape[-1], 1)) ** 0.5 if p.ndim > 1 else 0.0, generator=gen)
         for name, mech in self.mechanisms.items():
             node, i = self.graph[name], self.graph.index(name)
+            mech.requires_grad_(True)
             rows = torch.stack([labels[c].isfinite() for c in (name, *node.parents)]).all(0)
             if rows.sum() < 2:
                 raise ValueError(f"cannot fit mechanism of '{name}': < 2 rows with it and its parents observed")
@@ -86,6 +88,7 @@ class AttributeSCM(nn.Module):
                     loss = nn.functional.mse_loss(out[:, 0], (y - self.loc[i]) / self.scale[i])
                 loss.backward()
                 opt.step()
+            mech.requires_grad_(False)
             if not node.discrete:
                 with torch.no_grad():
                     self.sigma[i] = (mech(x)[:, 0] - (y - self.loc[i]) / self.scale[i]).std().clamp_min(1e-4)

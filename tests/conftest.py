@@ -28,3 +28,26 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """Train configs/tiny.yaml for 300 steps once per session; returns the run folder."""
+    from pathlib import Path
+
+    from causaldiff.cli import main
+
+    root = tmp_path_factory.mktemp("tiny")
+    config = Path(__file__).parent.parent / "configs" / "tiny.yaml"
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        main(["fit", "--config", str(config), "--trainer.max_steps=300"])
+    finally:
+        os.chdir(cwd)
+    return root / "runs" / "tiny"
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tiny_run):
+    return tiny_run / "checkpoints" / "last.ckpt"

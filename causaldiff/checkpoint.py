@@ -1,0 +1,40 @@
+"""Safe checkpoint loading: ``torch.load(weights_only=True)`` only; a file that would run code is refused."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """Load a checkpoint dict with ``weights_only=True``; raises ValueError naming the file on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(
+            f"refusing to load {path}: it contains pickled objects that could run code "
+            f"(only tensors and plain data are accepted). Detail: {str(e).splitlines()[0]}"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise ValueError(f"{path} is not a readable checkpoint (truncated or corrupt?): {e}") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ValueError(f"{path} is not a causaldiff checkpoint (no state_dict)")
+    return ckpt
+
+
+def model_state(ckpt: dict, path, ema: bool = True) -> dict:
+    """The CausalDiffAE weights from a Lightning checkpoint (``ema_model.*`` or ``model.*``) or an exported one."""
+    sd = ckpt["state_dict"]
+    for prefix in (("ema_model.", "model.") if ema else ("model.",)):
+        sub = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+        if sub:
+            return sub
+    if any(k.startswith("unet.") for k in sd):
+        return sd
+    raise ValueError(f"{path}: no model weights found in the checkpoint's state_dict")

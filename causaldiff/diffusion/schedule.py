@@ -1,0 +1,72 @@
+"""Noise schedule and per-step DDIM coefficient tables (device tensors; no host syncs in the loop)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers import DDIMInverseScheduler, DDIMScheduler
+from torch import Tensor
+
+
+def scheduler_config(num_train_timesteps: int = 1000, beta_schedule: str = "linear", beta_start: float = 1e-4,
+                     beta_end: float = 0.02) -> dict:
+    """The diffusers ``DDIMScheduler`` config the model trains and samples with (eta = 0, no clipping)."""
+    return {"num_train_timesteps": num_train_timesteps, "beta_schedule": beta_schedule, "beta_start": beta_start,
+            "beta_end": beta_end, "clip_sample": False, "set_alpha_to_one": True, "steps_offset": 0,
+            "prediction_type": "epsilon", "timestep_spacing": "leading"}
+
+
+def alphas_cumprod(config: dict) -> Tensor:
+    """``alpha_bar_t`` (T,) of the training schedule, float32."""
+    return DDIMScheduler(**config).alphas_cumprod.float()
+
+
+@dataclass(frozen=True)
+class DDIMTables:
+    """Per-step tables in the order the steps run: timestep fed to the network, and the alpha_bar moved from/to.
+
+    Each step maps ``x`` at noise level ``a_from[i]`` to level ``a_to[i]`` with ``eps = net(x, t[i])``.
+    """
+
+    t: Tensor  # (S,) long
+    a_from: Tensor  # (S,) float
+    a_to: Tensor  # (S,) float
+
+    def to(self, device) -> DDIMTables:
+        return DDIMTables(self.t.to(device), self.a_from.to(device), self.a_to.to(device))
+
+    def __len__(self) -> int:
+        return self.t.shape[0]
+
+
+def _check_steps(config: dict, steps: int) -> int:
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if steps > config["num_train_timesteps"]:
+        raise ValueError(f"steps ({steps}) exceeds the {config['num_train_timesteps']} training timesteps")
+    return config["num_train_timesteps"] // steps
+
+
+def sample_tables(config: dict, steps: int, device=None) -> DDIMTables:
+    """Tables of ``DDIMScheduler.step`` for ``steps`` steps (x_T → x_0), exactly diffusers' sub-sequence."""
+    ratio = _check_steps(config, steps)
+    sched = DDIMScheduler(**config)
+    sched.set_timesteps(steps)
+    t = sched.timesteps.long()
+    ac = sched.alphas_cumprod.float()
+    prev = t - ratio
+    a_to = torch.where(prev >= 0, ac[prev.clamp_min(0)], torch.tensor(float(sched.final_alpha_cumprod)))
+    return DDIMTables(t, ac[t], a_to).to(device)
+
+
+def invert_tables(config: dict, steps: int, device=None) -> DDIMTables:
+    """Tables of ``DDIMInverseScheduler.step`` for ``steps`` steps (x_0 → x_T), exactly diffusers' convention."""
+    ratio = _check_steps(config, steps)
+    sched = DDIMInverseScheduler(**config)
+    sched.set_timesteps(steps)
+    t = sched.timesteps.long()
+    ac = sched.alphas_cumprod.float()
+    cur = (t - ratio).clamp_max(config["num_train_timesteps"] - 1)
+    a_from = torch.where(cur >= 0, ac[cur.clamp_min(0)], torch.tensor(float(sched.initial_alpha_cumprod)))
+    return DDIMTables(t, a_from, ac[t]).to(device)

@@ -1,0 +1,25 @@
+"""``causaldiff fit / validate / test`` through LightningCLI; the data's graph and statistics flow into the model."""
+
+from __future__ import annotations
+
+from pytorch_lightning.cli import LightningCLI
+
+from causaldiff.data.datamodule import CausalDataModule
+from causaldiff.training.module import CausalDiffAEModule
+
+
+class CausalCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("data.size", "model.image_size")
+        parser.link_arguments("data.graph_spec", "model.graph", apply_on="instantiate")
+        parser.link_arguments("data.label_stats", "model.label_stats", apply_on="instantiate")
+        parser.link_arguments("data.channels", "model.channels", apply_on="instantiate")
+
+
+def run_lightning_cli(argv: list[str]) -> None:
+    CausalCLI(
+        CausalDiffAEModule, CausalDataModule, args=argv, seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={"logger": {"class_path": "pytorch_lightning.loggers.CSVLogger",
+                                     "init_args": {"save_dir": "runs"}}},
+    )

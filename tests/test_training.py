@@ -1,0 +1,119 @@
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from causaldiff.cli import main
+from causaldiff.models.causal_diffae import CausalDiffAE
+from causaldiff.training.losses import diffae_loss
+from tests.helpers import tiny_model
+
+CONFIG = Path(__file__).parent.parent / "configs" / "tiny.yaml"
+
+
+def metrics(run: Path, version: int) -> list[dict]:
+    with open(run / "lightning_logs" / f"version_{version}" / "metrics.csv") as f:
+        return [r for r in csv.DictReader(f) if r.get("train/mse")]
+
+
+def test_checkpoint_loads_with_ema_weights_and_fitted_scm(tiny_ckpt):
+    model = CausalDiffAE.from_checkpoint(tiny_ckpt)
+    ckpt = torch.load(tiny_ckpt, weights_only=True)
+    assert ckpt["global_step"] == 300
+    assert bool(model.scm.fitted) and model.graph.order[0] == "pendulum_angle"
+    ema = ckpt["state_dict"]["ema_model.unet.conv_in.weight"]
+    raw = ckpt["state_dict"]["model.unet.conv_in.weight"]
+    assert torch.equal(model.unet.conv_in.weight, ema) and not torch.equal(ema, raw)
+    assert model.alignment.loc[0] != 0  # label normalisation travelled with the checkpoint
+
+
+def test_diffusion_loss_falls(tiny_run):
+    mse = [float(r["train/mse"]) for r in metrics(tiny_run, 0)]
+    first, last = sum(mse[:5]) / 5, sum(mse[-5:]) / 5
+    assert first / last > 2.5, (first, last)  # measured: ~1.0 → ~0.23 (ratio ~4.5) in 300 steps
+
+
+def test_resume_continues_from_saved_step(tmp_path):
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:  # the same command twice: the second run resumes from runs/tiny/checkpoints/last.ckpt
+        main(["fit", "--config", str(CONFIG), "--trainer.max_steps=20"])
+        first = torch.load(tmp_path / "runs/tiny/checkpoints/last.ckpt", weights_only=True)
+        main(["fit", "--config", str(CONFIG), "--trainer.max_steps=30"])
+    finally:
+        os.chdir(cwd)
+    ckpt = torch.load(tmp_path / "runs/tiny/checkpoints/last.ckpt", weights_only=True)
+    assert first["global_step"] == 20 and ckpt["global_step"] == 30
+    steps = [int(r["step"]) for r in metrics(tmp_path / "runs/tiny", 1)]
+    assert min(steps) >= 20  # continued, did not restart from 0
+    assert ckpt["optimizer_states"][0]["state"]  # Adam moments carried over
+
+
+def test_pickled_code_checkpoint_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"graph": Evil()}}, path)
+    with pytest.raises(ValueError, match="refusing to load .*evil.ckpt.*pickled objects"):
+        CausalDiffAE.from_checkpoint(path)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_truncated_and_missing_checkpoints(tiny_ckpt, tmp_path):
+    bad = tmp_path / "trunc.ckpt"
+    bad.write_bytes(tiny_ckpt.read_bytes()[:5000])
+    with pytest.raises(ValueError, match="trunc.ckpt is not a readable checkpoint"):
+        CausalDiffAE.from_checkpoint(bad)
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        CausalDiffAE.from_checkpoint(tmp_path / "nope.ckpt")
+
+
+def test_missing_labels_are_excluded_from_label_terms():
+    model, batch = tiny_model()
+    model.train()
+    masked = {**batch, "mask": {**batch["mask"], "light_angle": torch.zeros(8, dtype=torch.bool)}}
+    changed = {**masked, "labels": {**batch["labels"], "light_angle": batch["labels"]["light_angle"] + 50}}
+    torch.manual_seed(0)
+    a = diffae_loss(model, masked)
+    torch.manual_seed(0)
+    b = diffae_loss(model, changed)
+    assert torch.equal(a["kl_z"], b["kl_z"]) and torch.equal(a["readout"], b["readout"])
+    torch.manual_seed(0)
+    c = diffae_loss(model, {**batch, "labels": changed["labels"]})  # observed: the label now matters
+    assert not torch.equal(a["kl_z"], c["kl_z"])
+
+
+def test_fit_on_folder_with_nan_labels(tmp_path):
+    main(["data", "make", "pendulum", "--n", "48", "--size", "16", "--out", str(tmp_path / "d")])
+    lines = (tmp_path / "d" / "labels.csv").read_text().splitlines()
+    rows = [lines[0]] + [",".join("" if (i % 3 == 0 and j == 3) else c for j, c in enumerate(line.split(",")))
+                         for i, line in enumerate(lines[1:])]
+    (tmp_path / "d" / "labels.csv").write_text("\n".join(rows) + "\n")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        main(["fit", "--config", str(CONFIG), "--data.world=null", f"--data.folder={tmp_path / 'd'}",
+              "--trainer.max_steps=6", "--trainer.callbacks=[]", "--ckpt_path=null"])
+    finally:
+        os.chdir(cwd)
+    ckpts = list((tmp_path / "runs" / "tiny").rglob("*.ckpt"))
+    assert ckpts
+    rows = metrics(tmp_path / "runs" / "tiny", 0)
+    assert all(torch.isfinite(torch.tensor(float(r["train/loss"]))) for r in rows)
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tmp_path):
+    cmd = [sys.executable, "-m", "causaldiff.cli", "fit", "--config", str(CONFIG), "--trainer.strategy=ddp",
+           "--trainer.devices=2", "--trainer.max_steps=10", "--ckpt_path=null"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = torch.load(tmp_path / "runs" / "tiny" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 10
+    assert (tmp_path / "runs" / "tiny" / "lightning_logs" / "version_0" / "grids" / "step_0000010.png").is_file()
