@@ -34,6 +34,105 @@ def cmd_data_make(args: argparse.Namespace) -> None:
     print(f"wrote {args.n} {args.world} images ({args.size} px) + labels.csv + graph.yaml to {out}")
 
 
+def _pipeline(args):
+    import torch
+
+    from causaldiff.counterfactual import CounterfactualPipeline
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return CounterfactualPipeline.from_checkpoint(args.checkpoint, device=device, mode=args.mode)
+
+
+def _inputs(args, pipe, n):
+    from causaldiff.data.inputs import checkpoint_inputs, folder_inputs
+
+    m = pipe.model
+    if args.input:
+        return folder_inputs(args.input, m.graph, m.image_size, m.channels, n)
+    return checkpoint_inputs(args.checkpoint, n)
+
+
+def _generator(seed: int):
+    import torch
+
+    return torch.Generator().manual_seed(seed)
+
+
+def cmd_grid(args: argparse.Namespace) -> None:
+    import time
+
+    from causaldiff.io import atomic_write_text, csv_text
+    from causaldiff.viz import intervention_grid, node_values, save_png, stack_vertical
+
+    pipe = _pipeline(args)
+    if not args.all_nodes and not (args.node and args.values):
+        raise ValueError("give --node and --values, or --all-nodes")
+    nodes = pipe.graph.order if args.all_nodes else [args.node]
+    if nodes[0] not in pipe.graph:  # before any work
+        raise ValueError(f"unknown node '{nodes[0]}' (nodes: {', '.join(pipe.graph.order)})")
+    inp = _inputs(args, pipe, args.n)
+    t0 = time.perf_counter()
+    blocks, records = [], []
+    for node in nodes:
+        values = node_values(pipe.model, node) if args.all_nodes else _floats(args.values, "--values")
+        img, recs = intervention_grid(pipe, inp.x, inp.labels, node, values, args.steps, args.guidance,
+                                      _generator(args.seed))
+        blocks.append(img)
+        records += [{"node": node, "source": inp.names[r["row"]], **r} for r in recs]
+    out = Path(args.out)
+    save_png(stack_vertical(blocks), out)
+    header = list(records[0])
+    atomic_write_text(out.with_suffix(".csv"), csv_text(header, [[r[h] for h in header] for r in records]))
+    print(f"wrote {out} ({len(nodes)} block(s), {inp.x.shape[0]} rows) and {out.with_suffix('.csv')} "
+          f"in {time.perf_counter() - t0:.1f} s")
+
+
+def cmd_counterfactual(args: argparse.Namespace) -> None:
+    import torch
+
+    from causaldiff.data.folder import write_folder
+    from causaldiff.interventions import parse_interventions
+    from causaldiff.viz import to_uint8
+
+    pipe = _pipeline(args)
+    do = parse_interventions(args.do)
+    from causaldiff.interventions import validate
+
+    validate(do, pipe.graph)
+    inp = _inputs(args, pipe, None)
+    xs, labels = [], {k: [] for k in pipe.graph.order}
+    for a in range(0, inp.x.shape[0], args.batch_size):
+        sl = slice(a, a + args.batch_size)
+        out = pipe(inp.x[sl], {k: v[sl] for k, v in inp.labels.items()}, do, args.steps, args.guidance,
+                   _generator(args.seed + a))
+        xs.append(to_uint8(out.cf_x))
+        for k in labels:
+            labels[k].append(out.cf_labels[k].cpu())
+    names = [f"cf_{Path(n).stem}.png" for n in inp.names]
+    text = ";".join(str(iv) for iv in do)
+    extra = {"source_file": inp.names, "intervention": [text] * len(names), "counterfactual": [1] * len(names)}
+    write_folder(args.out, torch.cat(xs), {k: torch.cat(v) for k, v in labels.items()}, pipe.graph, names, extra)
+    print(f"wrote {len(names)} counterfactual images and labels.csv to {args.out}")
+
+
+def _floats(text: str, flag: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{flag} must be comma-separated numbers, got {text!r}") from None
+
+
+def _add_inference_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="trained checkpoint (.ckpt) to load (weights_only)")
+    p.add_argument("--input", help="folder of images + labels.csv (default: the checkpoint's own test split)")
+    p.add_argument("--steps", type=int, default=50, help="DDIM steps for inversion and decoding (default 50)")
+    p.add_argument("--guidance", type=float, default=1.0, help="guidance weight w; > 1 strengthens the change")
+    p.add_argument("--mode", choices=["shift", "replace"], default="shift",
+                   help="shift: move the latent by g(new) - g(old) (keeps the individual); replace: set it to g(new)")
+    p.add_argument("--seed", type=int, default=0, help="seed for label-noise abduction (default 0)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="causaldiff",
@@ -54,6 +153,23 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     make.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
     make.set_defaults(func=cmd_data_make)
+
+    grid = sub.add_parser("grid", help="render an intervention grid PNG (+ CSV of counterfactual labels)")
+    _add_inference_args(grid)
+    grid.add_argument("--node", help="node to intervene on")
+    grid.add_argument("--values", help="comma-separated values, e.g. 60,90,120")
+    grid.add_argument("--all-nodes", action="store_true", help="one block per node over its observed range")
+    grid.add_argument("--n", type=int, default=8, help="number of images (rows, default 8)")
+    grid.add_argument("--out", required=True, help="output PNG; the CSV is written beside it")
+    grid.set_defaults(func=cmd_grid)
+
+    cf = sub.add_parser("counterfactual", help="write counterfactuals of a folder's images under --do")
+    _add_inference_args(cf)
+    cf.add_argument("--do", action="append", required=True,
+                    help="intervention, repeatable: 'node=value', 'node+=delta', 'node-=delta'")
+    cf.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
+    cf.add_argument("--out", required=True, help="output folder (images + labels.csv in the loader's format)")
+    cf.set_defaults(func=cmd_counterfactual)
     return p
 
 

@@ -119,9 +119,14 @@ class AttributeSCM(nn.Module):
         self._check_fitted()
         targets = {iv.node: iv for iv in do}
         out: Labels = {}
+        changed: set[str] = set()
         with torch.no_grad():
             for i, name in enumerate(self.graph):
                 node, n_i = self.graph[name], noise[name]
+                if factual is not None and name not in targets and not changed & set(node.parents):
+                    out[name] = factual[name].float().clone()  # non-descendants of `do` keep their exact value
+                    continue
+                changed.add(name)
                 if name in targets:
                     iv = targets[name]
                     if iv.mode == "shift":

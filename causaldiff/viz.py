@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import torch
@@ -45,15 +46,20 @@ def grid_image(columns: list[Tensor], headers: list[str], min_cell: int = 64, pa
 
 
 def _wrap(text: str, width: int, font) -> list[str]:
-    """Split a header on commas / spaces so each line fits in ``width`` px."""
-    words, lines, cur = text.replace(",", ", ").split(), [], ""
+    """Break a header before '=' / '+=' and after ',' or ';' so each line fits ``width`` px (long words split)."""
+    words = [w for w in re.split(r"(?<=[,;])\s*|\s+|(?=\+=|-=|(?<![+-])=)", text) if w]
+    lines, cur = [], ""
     for word in words:
-        trial = f"{cur} {word}".strip()
+        trial = cur + word
         if cur and font.getlength(trial) > width - 4:
             lines.append(cur)
             cur = word
         else:
             cur = trial
+        while font.getlength(cur) > width - 4 and len(cur) > 1:  # a single over-long word
+            cut = max(1, next(k for k in range(len(cur), 0, -1) if font.getlength(cur[:k]) <= width - 4))
+            lines.append(cur[:cut])
+            cur = cur[cut:]
     return [*lines, cur] if cur else lines or [""]
 
 
@@ -61,3 +67,42 @@ def save_png(image: Image.Image, path) -> None:
     from causaldiff.io import atomic_write_png
 
     atomic_write_png(path, np.asarray(image).transpose(2, 0, 1))
+
+
+def node_values(model, node: str, k: int = 5) -> list[float]:
+    """Values spanning a node's observed range: k training quantiles (5 %..95 %) or every class (discrete)."""
+    spec = model.graph[node]
+    if spec.discrete:
+        return list(range(spec.cardinality))
+    q = model.scm.quantiles[model.graph.index(node)]
+    pos = torch.linspace(0.05, 0.95, k) * (q.shape[0] - 1)
+    return [float(f"{q[int(p)].item():.4g}") for p in pos]
+
+
+def intervention_grid(pipeline, x: Tensor, labels: dict, node: str, values: list[float], steps: int = 50,
+                      guidance: float = 1.0, generator=None) -> tuple[Image.Image, list[dict]]:
+    """Rows = images; columns = factual, reconstruction (null intervention), then ``do(node = v)`` per value.
+
+    Returns the image and one record per counterfactual cell (row, column, intervention, cf labels).
+    """
+    dos = [[], *[f"{node}={v:g}" for v in values]]
+    outs = pipeline.counterfactuals(pipeline.abduct(x, labels, steps), dos, steps, guidance, generator)
+    headers = ["factual", "recon", *dos[1:]]
+    records = []
+    for j, (do, out) in enumerate(zip(dos, outs)):
+        for i in range(x.shape[0]):
+            rec = {"row": i, "column": j + 1, "intervention": do or "none"}
+            rec.update({k: float(v[i]) for k, v in out.cf_labels.items()})
+            records.append(rec)
+    return grid_image([x.cpu(), *[o.cf_x.cpu() for o in outs]], headers), records
+
+
+def stack_vertical(images: list[Image.Image], gap: int = 8) -> Image.Image:
+    """Stack blocks of different widths top to bottom on white."""
+    w = max(im.width for im in images)
+    out = Image.new("RGB", (w, sum(im.height for im in images) + gap * (len(images) - 1)), (255, 255, 255))
+    y = 0
+    for im in images:
+        out.paste(im, (0, y))
+        y += im.height + gap
+    return out

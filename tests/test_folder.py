@@ -112,10 +112,10 @@ def test_datamodule_world_and_folder(tmp_path):
     assert mean == pytest.approx(train_age.mean().item()) and std == pytest.approx(train_age.std(unbiased=False).item())
     assert dm.label_stats["sex"] == [0.0, 1.0]
     root = make_folder(tmp_path / "d", [f"{i}.png,{i},{i % 2},{i / 2}" for i in range(10)])
-    dm2 = CausalDataModule(folder=str(root), graph=GRAPH, channels=1, size=16, batch_size=4)
+    dm2 = CausalDataModule(folder=str(root), folder_graph=GRAPH, folder_channels=1, size=16, batch_size=4)
     assert dm2.label_stats["age"][0] == pytest.approx(dm2.train_labels()["age"].mean().item())
     assert next(iter(dm2.val_dataloader()))["x"].shape[1:] == (1, 16, 16)
     with pytest.raises(ValueError, match="exactly one of"):
         CausalDataModule()
     with pytest.raises(ValueError, match="no training items"):
-        _ = CausalDataModule(folder=str(make_folder(tmp_path / "one", ["a.png,1,0,1"])), graph=GRAPH).splits
+        _ = CausalDataModule(folder=str(make_folder(tmp_path / "one", ["a.png,1,0,1"])), folder_graph=GRAPH).splits

@@ -53,25 +53,26 @@ class CausalDataModule(pl.LightningDataModule):
     Args:
         world: name of a procedural world to render ``n`` samples of.
         folder: a directory with images, ``labels.csv`` (``file`` + one column per node) and optionally graph.yaml.
-        graph: the causal graph (needed for a folder without graph.yaml; a world brings its own).
+        folder_graph: the causal graph of a folder without graph.yaml (a world brings its own).
         n: number of world samples.
         size: image side in pixels.
-        channels: image channels for a folder (a world brings its own).
+        folder_channels: image channels for a folder, 1 or 3 (a world brings its own).
         seed: seed for world sampling and for the train/val/test split.
         val_fraction, test_fraction: split fractions.
         batch_size, num_workers: DataLoader settings.
     """
 
-    def __init__(self, world: str | None = None, folder: str | None = None, graph: dict | None = None,
-                 n: int = 10000, size: int = 32, channels: int = 3, seed: int = 0, val_fraction: float = 0.1,
+    def __init__(self, world: str | None = None, folder: str | None = None, folder_graph: dict | None = None,
+                 n: int = 10000, size: int = 32, folder_channels: int = 3, seed: int = 0, val_fraction: float = 0.1,
                  test_fraction: float = 0.1, batch_size: int = 64, num_workers: int = 0):
         super().__init__()
+        self.save_hyperparameters()  # stored in checkpoints, so grids and evaluation can find the same data
         if (world is None) == (folder is None):
             raise ValueError("give exactly one of `world` (a procedural world) or `folder` (images + labels.csv)")
         if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
             raise ValueError(f"val_fraction + test_fraction must be in [0, 1), got {val_fraction} + {test_fraction}")
-        self.world, self.folder, self.graph_arg = world, folder, graph
-        self.n, self.size, self.channels_arg, self.seed = n, size, channels, seed
+        self.world, self.folder, self.folder_graph = world, folder, folder_graph
+        self.n, self.size, self.folder_channels, self.seed = n, size, folder_channels, seed
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.batch_size, self.num_workers = batch_size, num_workers
 
@@ -79,7 +80,7 @@ class CausalDataModule(pl.LightningDataModule):
     def dataset(self) -> Dataset:
         if self.world is not None:
             return WorldDataset(self.world, self.n, self.size, self.seed)
-        return FolderDataset(self.folder, self.graph_arg, self.size, self.channels_arg)
+        return FolderDataset(self.folder, self.folder_graph, self.size, self.folder_channels)
 
     @property
     def graph(self) -> CausalGraph:

@@ -1,0 +1,49 @@
+"""Inputs for the inference commands: a user's folder, or the held-out split of a checkpoint's own dataset."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from causaldiff.checkpoint import load_checkpoint
+from causaldiff.data.datamodule import CausalDataModule
+from causaldiff.data.folder import FolderDataset
+from causaldiff.graph import CausalGraph
+
+
+@dataclass
+class Inputs:
+    x: torch.Tensor  # (N, C, H, W) in [-1, 1]
+    labels: dict[str, torch.Tensor]  # raw units, NaN = unknown (read back from the image)
+    names: list[str]  # source file (folder) or dataset index
+
+
+def folder_inputs(root: str | Path, graph: CausalGraph, size: int, channels: int, n: int | None = None) -> Inputs:
+    """All (or the first ``n``) images of a folder with labels.csv, resized to the model's size."""
+    ds = FolderDataset(root, graph, size, channels)
+    count = len(ds) if n is None else min(n, len(ds))
+    x = torch.stack([ds[i]["x"] for i in range(count)])
+    labels = {k: v[:count].clone() for k, v in ds.labels.items()}
+    names = [str(f.relative_to(Path(root).resolve())) for f in ds.files[:count]]
+    return Inputs(x, labels, names)
+
+
+def checkpoint_inputs(checkpoint: str | Path, n: int, split: str = "test") -> Inputs:
+    """The first ``n`` items of the ``split`` of the dataset the checkpoint was trained on."""
+    ckpt = load_checkpoint(checkpoint)
+    hp = ckpt.get("datamodule_hyper_parameters")
+    if not hp:
+        raise ValueError(f"{checkpoint} does not record its dataset; pass --input DIR with images + labels.csv")
+    params = inspect.signature(CausalDataModule).parameters
+    dm = CausalDataModule(**{k: v for k, v in hp.items() if k in params})
+    ds = dm.subset(split if len(dm.splits[split]) else "train")
+    count = min(n, len(ds))
+    items = [ds[i] for i in range(count)]
+    x = torch.stack([it["x"] for it in items])
+    labels = {k: torch.stack([torch.where(it["mask"][k], it["labels"][k], torch.tensor(float("nan")))
+                              for it in items]) for k in dm.graph.order}
+    names = [f"{split}[{int(dm.splits[split][i])}]" for i in range(count)]
+    return Inputs(x, labels, names)
