@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from causaldiff.diffusion.sampler import ddim_invert, ddim_sample
-from causaldiff.diffusion.schedule import invert_tables, sample_tables
+from causaldiff.diffusion.sampler import LoopRunner
+from causaldiff.diffusion.schedule import DDIMTables, invert_tables, sample_tables
 from causaldiff.interventions import Intervention, resolve
 from causaldiff.models.causal_diffae import CausalDiffAE
 
@@ -48,14 +48,26 @@ class CounterfactualPipeline:
     """Counterfactual images from a trained :class:`CausalDiffAE`.
 
     ``pipeline(x, labels, do="age+=10", steps=50, guidance=1.0)`` → :class:`CounterfactualOutput`.
+
+    Args:
+        mode: ``shift`` moves z_k by g_k(new) - g_k(old); ``replace`` sets z_k = g_k(new).
+        propagate: recompute descendants through the mechanisms (False: the ``no-mechanisms`` ablation).
+        inversion: ``ddim`` (plain) or ``fixed-point`` (exact inversion, ``1 + fixed_point_iters`` calls a step).
+        capture: on CUDA, capture each DDIM loop once as a CUDA graph and replay it.
     """
 
-    def __init__(self, model: CausalDiffAE, mode: str = "shift", propagate: bool = True):
+    def __init__(self, model: CausalDiffAE, mode: str = "shift", propagate: bool = True, inversion: str = "ddim",
+                 fixed_point_iters: int = 3, capture: bool = False):
         if mode not in ("shift", "replace"):
             raise ValueError(f"mode must be 'shift' or 'replace', got {mode!r}")
+        if inversion not in ("ddim", "fixed-point"):
+            raise ValueError(f"inversion must be 'ddim' or 'fixed-point', got {inversion!r}")
         self.model = model.eval()
         self.graph = model.graph
         self.mode, self.propagate = mode, propagate
+        self.inversion_iters = fixed_point_iters if inversion == "fixed-point" else 0
+        self.run_loop = LoopRunner(capture)
+        self._tables: dict[tuple, DDIMTables] = {}
         self._warned: set[str] = set()
 
     @classmethod
@@ -76,7 +88,8 @@ class CounterfactualPipeline:
         mu_u, _, mu_s, _ = m.encode(x)
         z = m.mechanisms(mu_u)
         labels = self._labels(labels, z)
-        noise = ddim_invert(m.eps, x, m.condition(z, mu_s), invert_tables(m.scheduler_config, steps, x.device))
+        tables = self._schedule("invert", steps)
+        noise = self.run_loop(m.eps, x, m.condition(z, mu_s), tables, fixed_point_iters=self.inversion_iters)
         return Abduction(labels, z, mu_s, noise)
 
     @torch.no_grad()
@@ -99,9 +112,9 @@ class CounterfactualPipeline:
     def predict(self, noise: Tensor, cf_z: Tensor, s: Tensor, steps: int = 50, guidance: float = 1.0) -> Tensor:
         """Decode x_T (B, C, H, W) under the counterfactual condition [cf_z, s]; returns cf_x clamped to [-1, 1]."""
         m = self.model
-        tables = sample_tables(m.scheduler_config, steps, noise.device)
         null = m.null_condition(1) if guidance != 1.0 else None
-        return ddim_sample(m.eps, noise, m.condition(cf_z, s), tables, guidance, null).clamp(-1, 1)
+        return self.run_loop(m.eps, noise, m.condition(cf_z, s), self._schedule("sample", steps), guidance,
+                             null).clamp(-1, 1)
 
     def __call__(self, x: Tensor, labels: Labels | None = None, do=(), steps: int = 50, guidance: float = 1.0,
                  generator: torch.Generator | None = None) -> CounterfactualOutput:
@@ -119,6 +132,14 @@ class CounterfactualPipeline:
         return [CounterfactualOutput(cf_x[j * b:(j + 1) * b], cf[j][1], ab.noise, ab.z, cf[j][0]) for j in range(k)]
 
     # ------------------------------------------------------------------ helpers
+    def _schedule(self, kind: str, steps: int) -> DDIMTables:
+        """Device tables for ``kind`` in (sample, invert), built once per (kind, steps, device)."""
+        key = (kind, steps, self.device)
+        if key not in self._tables:
+            make = sample_tables if kind == "sample" else invert_tables
+            self._tables[key] = make(self.model.scheduler_config, steps, self.device)
+        return self._tables[key]
+
     def _labels(self, labels: Labels | None, z: Tensor) -> Labels:
         read = self.model.alignment.readout(z)
         if labels is None:

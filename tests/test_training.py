@@ -117,3 +117,17 @@ def test_ddp_two_cpu_processes(tmp_path):
     ckpt = torch.load(tmp_path / "runs" / "tiny" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 10
     assert (tmp_path / "runs" / "tiny" / "lightning_logs" / "version_0" / "grids" / "step_0000010.png").is_file()
+
+
+@pytest.mark.slow
+def test_wandb_logger_offline_by_one_switch(tmp_path):
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        main(["fit", "--config", str(CONFIG), "--trainer.max_steps=10", "--ckpt_path=null",
+              "--trainer.logger=pytorch_lightning.loggers.WandbLogger", "--trainer.logger.offline=true",
+              "--trainer.logger.save_dir=runs/tiny", "--trainer.logger.project=causaldiff"])
+    finally:
+        os.chdir(cwd)
+    runs = list((tmp_path / "runs" / "tiny" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
