@@ -66,10 +66,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--configs", nargs="*", default=["tiny", "pendulum32", "morpho32", "brain32"])
+    ap.add_argument("--devices", nargs="*", help="cpu and/or cuda (default: cpu, plus cuda when present)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_speed.json"))
     args = ap.parse_args()
     root = Path(__file__).parent.parent / "configs"
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    devices = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = []
     for name in args.configs:
         for device in devices:

@@ -105,8 +105,8 @@ class CounterfactualPipeline:
             g_new = a.prior_block(i, target)
             new_blocks[i] = g_new if self.mode == "replace" else ab.z[:, i] + g_new - a.prior_block(i, y)
         cf_z = self.model.mechanisms.intervene(ab.z, new_blocks, propagate=self.propagate)
-        cf_labels = self.model.scm.counterfactual({k: v.cpu() for k, v in ab.labels.items()}, do, generator)
-        return cf_z, cf_labels
+        cf_labels = self.model.scm.counterfactual(ab.labels, do, generator)
+        return cf_z, {k: v.cpu() for k, v in cf_labels.items()}
 
     @torch.no_grad()
     def predict(self, noise: Tensor, cf_z: Tensor, s: Tensor, steps: int = 50, guidance: float = 1.0) -> Tensor:

@@ -134,7 +134,7 @@ class AttributeSCM(nn.Module):
                             raise ValueError(f"shift intervention '{iv}' needs the factual labels")
                         out[name] = factual[name].float() + iv.value
                     else:
-                        out[name] = torch.full((n_i.shape[0],), iv.value)
+                        out[name] = torch.full((n_i.shape[0],), iv.value, device=n_i.device)
                 elif node.discrete:
                     out[name] = (self._logits(out, name) + n_i).argmax(-1).float()
                 elif node.parents:
@@ -156,13 +156,13 @@ class AttributeSCM(nn.Module):
         for i, name in enumerate(self.graph):
             node = self.graph[name]
             if node.discrete:
-                noise[name] = _gumbel((n, node.cardinality), generator)
+                noise[name] = _gumbel((n, node.cardinality), generator, self.loc.device)
                 if not node.parents:
                     noise[name] = noise[name] + self.log_probs[i, : node.cardinality]
             elif node.parents:
-                noise[name] = torch.randn(n, generator=generator)
+                noise[name] = torch.randn(n, generator=generator).to(self.loc.device)
             else:
-                u = torch.rand(n, generator=generator) * (N_QUANTILES - 1)
+                u = torch.rand(n, generator=generator).to(self.loc.device) * (N_QUANTILES - 1)
                 lo = u.floor().long().clamp_max(N_QUANTILES - 2)
                 q = self.quantiles[i]
                 noise[name] = q[lo] + (u - lo) * (q[lo + 1] - q[lo])
@@ -197,16 +197,17 @@ def _observed(labels: Labels, name: str) -> Tensor:
     return y[y.isfinite()]
 
 
-def _gumbel(shape, generator) -> Tensor:
+def _gumbel(shape, generator, device=None) -> Tensor:
+    """Standard Gumbel noise, drawn on the CPU (so a CPU generator seeds it on any device), then moved."""
     u = torch.rand(shape, generator=generator).clamp(1e-10, 1 - 1e-7)
-    return -torch.log(-torch.log(u))
+    return (-torch.log(-torch.log(u))).to(device)
 
 
 def _gumbel_posterior(logits: Tensor, k: Tensor, generator) -> Tensor:
     """Sample Gumbel noise ``g`` (B, K) given ``argmax(logits + g) == k`` (top-down truncated Gumbel)."""
     logits = logits.float()
-    top = torch.logsumexp(logits, dim=-1, keepdim=True) + _gumbel(logits.shape[:1] + (1,), generator)
-    free = logits + _gumbel(logits.shape, generator)
+    top = torch.logsumexp(logits, dim=-1, keepdim=True) + _gumbel(logits.shape[:1] + (1,), generator, logits.device)
+    free = logits + _gumbel(logits.shape, generator, logits.device)
     trunc = -torch.log(torch.exp(-top) + torch.exp(-free))  # Gumbel(logits) truncated below `top`
     g = torch.where(nn.functional.one_hot(k, logits.shape[-1]).bool(), top.expand_as(logits), trunc)
     return g - logits

@@ -8,20 +8,21 @@ import torch
 
 from causaldiff.diffusion.kernels import ddim_update, ddim_update_reference
 from causaldiff.diffusion.sampler import ddim_step
-from causaldiff.diffusion.schedule import sample_tables, scheduler_config
+from causaldiff.diffusion.schedule import make_step, sample_tables, scheduler_config
 
 INTERPRET_CHECK = textwrap.dedent("""
     import torch
     from causaldiff.diffusion.kernels import ddim_update_fused, ddim_update_reference
+    from causaldiff.diffusion.schedule import make_step
     g = torch.Generator().manual_seed(0)
     worst = 0.0
     for shape in [(3, 2, 5, 7), (2, 3, 32, 32), (1, 1, 1, 1)]:
         x, ec, eu = (torch.randn(shape, generator=g) for _ in range(3))
         for w, clip, u in [(1.0, None, None), (3.0, None, eu), (2.0, 1.0, eu), (1.0, 1.5, None), (0.0, None, eu)]:
             for a, b in [(0.3, 0.9), (0.9, 0.3), (0.0003, 1.0)]:
-                a, b = torch.tensor(a), torch.tensor(b)
-                r = ddim_update_reference(x, ec, u, a, b, w, clip)
-                f = ddim_update_fused(x, ec, u, a, b, w, clip, block=128)
+                step = make_step(a, b)
+                r = ddim_update_reference(x, ec, u, step, w, clip)
+                f = ddim_update_fused(x, ec, u, step, w, clip, block=128)
                 worst = max(worst, ((r - f).abs() / (1 + r.abs())).max().item())
     print(worst)
 """)
@@ -38,16 +39,15 @@ def test_fused_kernel_equals_reference_in_interpreter_mode():
 
 def test_reference_maths_by_hand():
     x, eps = torch.full((1, 1, 1, 1), 0.5), torch.full((1, 1, 1, 1), 0.2)
-    a_from, a_to = torch.tensor(0.64), torch.tensor(0.36)
+    step = make_step(0.64, 0.36)
     x0 = (0.5 - 0.6 * 0.2) / 0.8
-    assert ddim_update_reference(x, eps, None, a_from, a_to).item() == pytest.approx(0.6 * x0 + 0.8 * 0.2, abs=1e-6)
+    assert ddim_update_reference(x, eps, None, step).item() == pytest.approx(0.6 * x0 + 0.8 * 0.2, abs=1e-6)
     eps_u = torch.zeros_like(eps)  # guidance w=2 doubles eps
     x0 = (0.5 - 0.6 * 0.4) / 0.8
-    assert ddim_update_reference(x, eps, eps_u, a_from, a_to, 2.0).item() == pytest.approx(0.6 * x0 + 0.8 * 0.4,
-                                                                                           abs=1e-6)
-    assert ddim_update_reference(x * 10, eps, None, a_from, a_to, clip=1.0).item() == pytest.approx(
-        0.6 * 1.0 + 0.8 * 0.2, abs=1e-6)
-    assert torch.equal(ddim_update(x, eps, None, a_from, a_to), ddim_update_reference(x, eps, None, a_from, a_to))
+    assert ddim_update_reference(x, eps, eps_u, step, 2.0).item() == pytest.approx(0.6 * x0 + 0.8 * 0.4, abs=1e-6)
+    clipped = ddim_update_reference(x * 10, eps, None, step, clip=1.0).item()
+    assert clipped == pytest.approx(0.6 * 1.0 + 0.8 * 0.2, abs=1e-6)
+    assert torch.equal(ddim_update(x, eps, None, step), ddim_update_reference(x, eps, None, step))
 
 
 @pytest.mark.slow
@@ -63,11 +63,13 @@ def test_compiled_step_has_no_graph_breaks():
     tables = sample_tables(scheduler_config(num_train_timesteps=100), 10)
     null = torch.zeros(1, 8)
 
-    def step(x, cond, i):
-        return ddim_step(eps_fn, x, tables.t[i].expand(x.shape[0]), cond, tables.a_from[i], tables.a_to[i], 2.0, null)
+    steps = tables.steps(2)
+
+    def step(x, cond, s):
+        return ddim_step(eps_fn, x, cond, s, 2.0, null)
 
     compiled = torch.compile(step, fullgraph=True, dynamic=False)
     x, cond = torch.randn(2, 3, 8, 8), torch.randn(2, 8)
     with torch.no_grad():
-        i = torch.tensor(3)
-        torch.testing.assert_close(compiled(x, cond, i), step(x, cond, i), atol=1e-5, rtol=1e-5)
+        for s in steps[:3]:  # the coefficients are tensors: one graph serves every step
+            torch.testing.assert_close(compiled(x, cond, s), step(x, cond, s), atol=1e-5, rtol=1e-5)

@@ -58,10 +58,9 @@ def test_guidance_is_one_batched_call_and_matches_formula(model_and_cond):
         out = ddim_sample(eps_fn, x, cond, tables, guidance=3.0, null=null)
         # reference: the same four steps with separate calls
         ref = x.clone()
-        for i in range(4):
-            t = tables.t[i].expand(3)
-            e_c, e_u = model.eps(ref, t, cond), model.eps(ref, t, null.expand_as(cond))
-            ref = ddim_update(ref, e_c, e_u, tables.a_from[i], tables.a_to[i], 3.0)
+        for step in tables.steps(3):
+            e_c, e_u = model.eps(ref, step.t, cond), model.eps(ref, step.t, null.expand_as(cond))
+            ref = ddim_update(ref, e_c, e_u, step, 3.0)
     assert calls == [6] * 4
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
 

@@ -8,13 +8,13 @@ can be captured once as a CUDA graph (:class:`CapturedLoop`) and replayed.
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from causaldiff.diffusion.kernels import ddim_update
-from causaldiff.diffusion.schedule import DDIMTables
+from causaldiff.diffusion.schedule import DDIMTables, Step
 
 EpsFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 
@@ -29,11 +29,11 @@ def guided_eps(eps_fn: EpsFn, x: Tensor, t: Tensor, cond: Tensor, null: Tensor |
     return eps_c, eps_u
 
 
-def ddim_step(eps_fn: EpsFn, x: Tensor, t: Tensor, cond: Tensor, a_from: Tensor, a_to: Tensor,
-              guidance: float = 1.0, null: Tensor | None = None, clip: float | None = None) -> Tensor:
-    """One step: network call(s) + fused update. ``t`` (B,), ``a_from``/``a_to`` 0-d, all on x's device."""
-    eps_c, eps_u = guided_eps(eps_fn, x, t, cond, null, guidance)
-    return ddim_update(x, eps_c, eps_u, a_from, a_to, guidance, clip)
+def ddim_step(eps_fn: EpsFn, x: Tensor, cond: Tensor, step: Step, guidance: float = 1.0,
+              null: Tensor | None = None, clip: float | None = None) -> Tensor:
+    """One step: network call(s) + fused update; ``step`` holds device tensors (see :class:`Step`)."""
+    eps_c, eps_u = guided_eps(eps_fn, x, step.t, cond, null, guidance)
+    return ddim_update(x, eps_c, eps_u, step, guidance, clip)
 
 
 def ddim_loop(eps_fn: EpsFn, x: Tensor, cond: Tensor, tables: DDIMTables, guidance: float = 1.0,
@@ -45,14 +45,11 @@ def ddim_loop(eps_fn: EpsFn, x: Tensor, cond: Tensor, tables: DDIMTables, guidan
     editing with accelerated iterative diffusion inversion"): at the fixed point the sampler's step from x' under
     eps(x', t) lands back on x exactly, which makes inversion followed by sampling reconstruct.
     """
-    b = x.shape[0]
-    tables = tables.to(x.device)
-    for i in range(len(tables)):
-        t, a_from, a_to = tables.t[i].expand(b), tables.a_from[i], tables.a_to[i]
-        x_next = ddim_step(eps_fn, x, t, cond, a_from, a_to, guidance, null, clip)
+    for step in tables.to(x.device).steps(x.shape[0]):
+        x_next = ddim_step(eps_fn, x, cond, step, guidance, null, clip)
         for _ in range(fixed_point_iters):
-            eps_c, eps_u = guided_eps(eps_fn, x_next, t, cond, null, guidance)
-            x_next = ddim_update(x, eps_c, eps_u, a_from, a_to, guidance, clip)
+            eps_c, eps_u = guided_eps(eps_fn, x_next, step.t, cond, null, guidance)
+            x_next = ddim_update(x, eps_c, eps_u, step, guidance, clip)
         x = x_next
     return x
 

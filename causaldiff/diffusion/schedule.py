@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
@@ -22,6 +23,20 @@ def alphas_cumprod(config: dict) -> Tensor:
     return DDIMScheduler(**config).alphas_cumprod.float()
 
 
+class Step(NamedTuple):
+    """One step's device values: timestep (B,), noise levels moved from/to (0-d), and the update's coefficients.
+
+    Without clipping the DDIM update is linear: ``x' = c_x x + c_eps eps`` with
+    ``c_x = sqrt(a_to / a_from)`` and ``c_eps = sqrt(1 - a_to) - sqrt(a_to (1 - a_from) / a_from)``.
+    """
+
+    t: Tensor
+    a_from: Tensor
+    a_to: Tensor
+    c_x: Tensor
+    c_eps: Tensor
+
+
 @dataclass(frozen=True)
 class DDIMTables:
     """Per-step tables in the order the steps run: timestep fed to the network, and the alpha_bar moved from/to.
@@ -34,10 +49,26 @@ class DDIMTables:
     a_to: Tensor  # (S,) float
 
     def to(self, device) -> DDIMTables:
+        if device is None or self.t.device == torch.device(device):
+            return self
         return DDIMTables(self.t.to(device), self.a_from.to(device), self.a_to.to(device))
 
     def __len__(self) -> int:
         return self.t.shape[0]
+
+    def steps(self, batch: int) -> list[Step]:
+        """Per-step views, made once per loop (a handful of ops), so the steps themselves only index lists."""
+        c_x = (self.a_to / self.a_from).sqrt()
+        c_eps = (1 - self.a_to).sqrt() - (self.a_to * (1 - self.a_from) / self.a_from).sqrt()
+        t = self.t[:, None].expand(-1, batch)
+        return [Step(*row) for row in zip(t.unbind(), self.a_from.unbind(), self.a_to.unbind(), c_x.unbind(),
+                                          c_eps.unbind())]
+
+
+def make_step(a_from: float, a_to: float, t: int = 0, batch: int = 1) -> Step:
+    """A single :class:`Step` from two noise levels (for tests and one-off updates)."""
+    tables = DDIMTables(torch.tensor([t]), torch.tensor([float(a_from)]), torch.tensor([float(a_to)]))
+    return tables.steps(batch)[0]
 
 
 def _check_steps(config: dict, steps: int) -> int:

@@ -1,0 +1,189 @@
+"""Sampler speed, side by side in one run: causaldiff vs the diffusers DDIM loops a user would write.
+
+1. loop overhead: per-step time with a stand-in network (one 1x1 conv), so only the loop's own cost shows;
+2. end to end: an 8 x 5 counterfactual grid with the pendulum32 UNet: causaldiff (one shared inversion, all cells
+   decoded in one batch) vs diffusers' DDIMInverseScheduler + DDIMScheduler loops run per grid column;
+3. the limit: causaldiff's wall time / (its network calls x one UNet forward at the same batch size);
+4. on a GPU: eager vs CUDA-graph-captured loop, images/s at 32 and 64 px, batch 64, fp32 and bf16.
+Run: ``python benchmarks/sampler.py [--steps 50] [--checkpoint CKPT]``; writes benchmarks/results/sampler.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from diffusers import DDIMInverseScheduler, DDIMScheduler
+
+from causaldiff.counterfactual import CounterfactualPipeline
+from causaldiff.data.worlds import get_world
+from causaldiff.diffusion.sampler import CapturedLoop, ddim_loop
+from causaldiff.diffusion.schedule import invert_tables, sample_tables, scheduler_config
+from causaldiff.io import atomic_write_text
+from causaldiff.models.causal_diffae import CausalDiffAE
+
+ROOT = Path(__file__).parent.parent
+
+
+def sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def best_of(fn, repeats: int, device="cpu") -> float:
+    """Minimum wall time of ``repeats`` runs (after one warm-up): the least noisy estimate on a shared machine."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def diffusers_cell_loop(eps_fn, x, cond_f, cond_cf, config, steps):
+    """What a user writes with diffusers: invert under the factual condition, then sample under the new one."""
+    inv, fwd = DDIMInverseScheduler(**config), DDIMScheduler(**config)
+    inv.set_timesteps(steps)
+    fwd.set_timesteps(steps)
+    b = x.shape[0]
+    for t in inv.timesteps:
+        x = inv.step(eps_fn(x, t.expand(b).to(x.device), cond_f), t, x).prev_sample
+    for t in fwd.timesteps:
+        x = fwd.step(eps_fn(x, t.expand(b).to(x.device), cond_cf), t, x, eta=0.0).prev_sample
+    return x
+
+
+def loop_overhead(steps: int, repeats: int) -> dict:
+    net = torch.nn.Conv2d(3, 3, 1)
+    config = scheduler_config()
+    x, cond = torch.randn(8, 3, 32, 32), torch.zeros(8, 1)
+
+    def eps_fn(x_, t, c):
+        return net(x_)
+
+    st, it = sample_tables(config, steps), invert_tables(config, steps)
+    with torch.no_grad():
+        ours = best_of(lambda: ddim_loop(eps_fn, ddim_loop(eps_fn, x, cond, it), cond, st), repeats)
+        theirs = best_of(lambda: diffusers_cell_loop(eps_fn, x, cond, cond, config, steps), repeats)
+        net_only = best_of(lambda: [net(x) for _ in range(2 * steps)], repeats)
+    per = lambda total: (total - net_only) / (2 * steps) * 1e6  # noqa: E731 - µs of loop cost per step
+    return {"steps": 2 * steps, "causaldiff_us_per_step": round(per(ours), 1),
+            "diffusers_us_per_step": round(per(theirs), 1), "ratio": round(per(ours) / per(theirs), 3)}
+
+
+def pendulum_model(checkpoint: str | None) -> CausalDiffAE:
+    """The trained checkpoint, or the pendulum32 config's architecture untrained (speed does not need weights)."""
+    if checkpoint:
+        return CausalDiffAE.from_checkpoint(checkpoint)
+    cfg = yaml.safe_load((ROOT / "configs" / "pendulum32.yaml").read_text())
+    keys = set(inspect.signature(CausalDiffAE).parameters)
+    world = get_world("pendulum", 32)
+    torch.manual_seed(0)
+    model = CausalDiffAE(world.graph.to_dict(), None, 32, 3, **{k: v for k, v in cfg["model"].items() if k in keys})
+    model.scm.fit(world.sample(1000, seed=0)[1], steps=50)
+    return model.eval()
+
+
+def grid_end_to_end(model: CausalDiffAE, steps: int, repeats: int) -> dict:
+    world = get_world("pendulum", 32)
+    exo, labels = world.sample(8, seed=0)
+    x = world.render(exo, labels).float() / 127.5 - 1
+    pipe = CounterfactualPipeline(model)
+    dos = [[], *[f"light_angle={v}" for v in (60, 80, 100, 120)]]
+    calls = []
+    eps = model.eps
+
+    def counting(x_, t, c):
+        calls.append(x_.shape[0])
+        return eps(x_, t, c)
+
+    with torch.no_grad():
+        model.eps = counting
+        pipe.counterfactuals(pipe.abduct(x, labels, steps), dos, steps)
+        model.eps = eps
+        ours_calls, ours_evals = len(calls), sum(calls)
+        ours = best_of(lambda: pipe.counterfactuals(pipe.abduct(x, labels, steps), dos, steps), repeats)
+
+        mu_u, _, mu_s, _ = model.encode(x)
+        ab = pipe.abduct(x, labels, 1)
+        conds = [model.condition(pipe.intervene(ab, do)[0], mu_s) for do in dos]
+        cond_f = model.condition(model.mechanisms(mu_u), mu_s)
+        theirs = best_of(lambda: [diffusers_cell_loop(eps, x, cond_f, c, model.scheduler_config, steps)
+                                  for c in conds], repeats)
+        theirs_evals = 2 * steps * 8 * len(dos)
+
+        t8 = torch.full((8,), 500)
+        t40 = torch.full((40,), 500)
+        f8 = best_of(lambda: eps(x, t8, cond_f), 5)
+        f40 = best_of(lambda: eps(x.repeat(5, 1, 1, 1), t40, cond_f.repeat(5, 1)), 5)
+    limit = steps * f8 + steps * f40
+    return {"grid": "8 x 5", "steps": steps, "causaldiff_s": round(ours, 3), "diffusers_s": round(theirs, 3),
+            "speedup": round(theirs / ours, 2), "causaldiff_network_calls": ours_calls,
+            "causaldiff_image_evaluations": ours_evals, "diffusers_image_evaluations": theirs_evals,
+            "limit_s": round(limit, 3), "causaldiff_over_limit": round(ours / limit, 3)}
+
+
+def gpu_capture(model_cfg: dict, steps: int) -> list[dict]:
+    rows = []
+    keys = set(inspect.signature(CausalDiffAE).parameters)
+    world = get_world("pendulum", 32)
+    for size in (32, 64):
+        for dtype in (torch.float32, torch.bfloat16):
+            torch.manual_seed(0)
+            model = CausalDiffAE(world.graph.to_dict(), None, size, 3,
+                                 **{k: v for k, v in model_cfg.items() if k in keys}).cuda().to(dtype).eval()
+            x = torch.randn(64, 3, size, size, device="cuda", dtype=dtype)
+            cond = torch.randn(64, model.condition_proj.null.shape[0], device="cuda", dtype=dtype)
+            tables = sample_tables(model.scheduler_config, steps, "cuda")
+            with torch.no_grad():
+                eager = best_of(lambda: ddim_loop(model.eps, x, cond, tables), 3, "cuda")
+                loop = CapturedLoop(model.eps, x, cond, tables)
+                captured = best_of(lambda: loop(x, cond), 3, "cuda")
+                err = (loop(x, cond).float() - ddim_loop(model.eps, x, cond, tables).float()).abs().max().item()
+            rows.append({"size": size, "dtype": str(dtype).replace("torch.", ""), "batch": 64, "steps": steps,
+                         "eager_images_per_s": round(64 / eager, 1), "captured_images_per_s": round(64 / captured, 1),
+                         "speedup": round(eager / captured, 2), "max_abs_diff": err})
+            print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--checkpoint", help="a trained pendulum32 checkpoint (default: the config's UNet, untrained)")
+    ap.add_argument("--gpu-only", action="store_true", help="skip the CPU sections (for a GPU host)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sampler.json"))
+    args = ap.parse_args()
+    result = {"meta": {"torch": torch.__version__, "threads": torch.get_num_threads(),
+                       "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}}
+    if not args.gpu_only:
+        cpu_sections(result, args)
+    if torch.cuda.is_available():
+        cfg = yaml.safe_load((ROOT / "configs" / "pendulum32.yaml").read_text())["model"]
+        result["gpu_capture"] = gpu_capture(cfg, args.steps)
+    atomic_write_text(args.out, json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+
+
+def cpu_sections(result: dict, args) -> None:
+    result["loop_overhead"] = lo = loop_overhead(args.steps, max(args.repeats, 5))
+    print(f"loop overhead per step (1x1-conv stand-in): causaldiff {lo['causaldiff_us_per_step']} us, "
+          f"diffusers {lo['diffusers_us_per_step']} us, ratio {lo['ratio']} (target <= 0.333)", flush=True)
+    result["grid"] = g = grid_end_to_end(pendulum_model(args.checkpoint), args.steps, args.repeats)
+    print(f"8 x 5 grid, {args.steps} steps: causaldiff {g['causaldiff_s']} s ({g['causaldiff_image_evaluations']} "
+          f"image evals in {g['causaldiff_network_calls']} calls), diffusers loop {g['diffusers_s']} s "
+          f"({g['diffusers_image_evaluations']} image evals): speedup {g['speedup']}x (target >= 1.5); "
+          f"limit {g['limit_s']} s, causaldiff / limit {g['causaldiff_over_limit']} (target <= 1.05)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
