@@ -131,6 +131,22 @@ def grid_end_to_end(model: CausalDiffAE, steps: int, repeats: int) -> dict:
             "limit_s": round(limit, 3), "causaldiff_over_limit": round(ours / limit, 3)}
 
 
+def capture_row(model: CausalDiffAE, size: int, steps: int) -> dict:
+    """Eager vs captured sampling loop for one model at batch 64 (model already on CUDA in its dtype)."""
+    dtype = model.condition_proj.null.dtype
+    x = torch.randn(64, 3, size, size, device="cuda", dtype=dtype)
+    cond = torch.randn(64, model.condition_proj.null.shape[0], device="cuda", dtype=dtype)
+    tables = sample_tables(model.scheduler_config, steps, "cuda")
+    with torch.no_grad():
+        eager = best_of(lambda: ddim_loop(model.eps, x, cond, tables), 3, "cuda")
+        loop = CapturedLoop(model.eps, x, cond, tables)
+        captured = best_of(lambda: loop(x, cond), 3, "cuda")
+        err = (loop(x, cond).float() - ddim_loop(model.eps, x, cond, tables).float()).abs().max().item()
+    return {"size": size, "dtype": str(dtype).replace("torch.", ""), "batch": 64, "steps": steps,
+            "eager_images_per_s": round(64 / eager, 1), "captured_images_per_s": round(64 / captured, 1),
+            "speedup": round(eager / captured, 2), "max_abs_diff": err}
+
+
 def gpu_capture(model_cfg: dict, steps: int) -> list[dict]:
     rows = []
     keys = set(inspect.signature(CausalDiffAE).parameters)
@@ -140,17 +156,7 @@ def gpu_capture(model_cfg: dict, steps: int) -> list[dict]:
             torch.manual_seed(0)
             model = CausalDiffAE(world.graph.to_dict(), None, size, 3,
                                  **{k: v for k, v in model_cfg.items() if k in keys}).cuda().to(dtype).eval()
-            x = torch.randn(64, 3, size, size, device="cuda", dtype=dtype)
-            cond = torch.randn(64, model.condition_proj.null.shape[0], device="cuda", dtype=dtype)
-            tables = sample_tables(model.scheduler_config, steps, "cuda")
-            with torch.no_grad():
-                eager = best_of(lambda: ddim_loop(model.eps, x, cond, tables), 3, "cuda")
-                loop = CapturedLoop(model.eps, x, cond, tables)
-                captured = best_of(lambda: loop(x, cond), 3, "cuda")
-                err = (loop(x, cond).float() - ddim_loop(model.eps, x, cond, tables).float()).abs().max().item()
-            rows.append({"size": size, "dtype": str(dtype).replace("torch.", ""), "batch": 64, "steps": steps,
-                         "eager_images_per_s": round(64 / eager, 1), "captured_images_per_s": round(64 / captured, 1),
-                         "speedup": round(eager / captured, 2), "max_abs_diff": err})
+            rows.append(capture_row(model, size, steps))
             print(rows[-1], flush=True)
     return rows
 
