@@ -5,9 +5,9 @@ DDIM (Song et al., 2021, eq. 12, eta = 0) with classifier-free guidance (Ho & Sa
   x0   = (x - sqrt(1 - a_from) eps) / sqrt(a_from)
   x'   = sqrt(a_to) x0 + sqrt(1 - a_to) eps
 Sampling moves to a lower noise level, inversion to a higher one; the maths is the same.
-``ddim_update`` runs one fused Triton kernel (one read of x, eps_c, eps_u and one write, fp32 arithmetic) on CUDA and the torch reference
-elsewhere. The step's ``a_from``/``a_to`` are 0-d device tensors read inside the kernel: no host sync, so the loop can be
-captured in a CUDA graph.
+``ddim_update`` runs one fused Triton kernel (one read of x, eps_c, eps_u and one write, fp32 arithmetic) on
+CUDA and the torch reference elsewhere. The step's ``a_from``/``a_to`` are 0-d device tensors read inside the
+kernel: no host sync, so the loop can be captured in a CUDA graph.
 """
 
 from __future__ import annotations
