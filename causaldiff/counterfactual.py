@@ -51,20 +51,23 @@ class CounterfactualPipeline:
 
     Args:
         mode: ``shift`` moves z_k by g_k(new) - g_k(old); ``replace`` sets z_k = g_k(new).
-        propagate: recompute descendants through the mechanisms (False: the ``no-mechanisms`` ablation).
-        inversion: ``ddim`` (plain) or ``fixed-point`` (exact inversion, ``1 + fixed_point_iters`` calls a step).
+        propagation: how descendants follow: ``mechanisms`` (the learned latent SCM), ``labels`` (their blocks move
+            with the attribute SCM's counterfactual labels) or ``none`` (only the intervened blocks change).
+        inversion: ``ddim`` (plain), ``fixed-point`` (exact, ``1 + fixed_point_iters`` calls a step) or ``none``
+            (x_T drawn by forward-noising x to the last step, as the published CausalDiffAE code does).
         capture: on CUDA, capture each DDIM loop once as a CUDA graph and replay it.
     """
 
-    def __init__(self, model: CausalDiffAE, mode: str = "shift", propagate: bool = True, inversion: str = "ddim",
-                 fixed_point_iters: int = 3, capture: bool = False):
-        if mode not in ("shift", "replace"):
-            raise ValueError(f"mode must be 'shift' or 'replace', got {mode!r}")
-        if inversion not in ("ddim", "fixed-point"):
-            raise ValueError(f"inversion must be 'ddim' or 'fixed-point', got {inversion!r}")
+    def __init__(self, model: CausalDiffAE, mode: str = "shift", propagation: str = "mechanisms",
+                 inversion: str = "ddim", fixed_point_iters: int = 3, capture: bool = False):
+        for name, value, options in (("mode", mode, ("shift", "replace")),
+                                     ("propagation", propagation, ("mechanisms", "labels", "none")),
+                                     ("inversion", inversion, ("ddim", "fixed-point", "none"))):
+            if value not in options:
+                raise ValueError(f"{name} must be one of {options}, got {value!r}")
         self.model = model.eval()
         self.graph = model.graph
-        self.mode, self.propagate = mode, propagate
+        self.mode, self.propagation, self.inversion = mode, propagation, inversion
         self.inversion_iters = fixed_point_iters if inversion == "fixed-point" else 0
         self.run_loop = LoopRunner(capture)
         self._tables: dict[tuple, DDIMTables] = {}
@@ -80,7 +83,8 @@ class CounterfactualPipeline:
 
     # ------------------------------------------------------------------ the three steps
     @torch.no_grad()
-    def abduct(self, x: Tensor, labels: Labels | None = None, steps: int = 50) -> Abduction:
+    def abduct(self, x: Tensor, labels: Labels | None = None, steps: int = 50,
+               generator: torch.Generator | None = None) -> Abduction:
         """Encode x (B, C, H, W) in [-1, 1]; invert the decoder to its noise under the factual condition."""
         m = self.model
         m.check_images(x)
@@ -89,24 +93,34 @@ class CounterfactualPipeline:
         z = m.mechanisms(mu_u)
         labels = self._labels(labels, z)
         tables = self._schedule("invert", steps)
-        noise = self.run_loop(m.eps, x, m.condition(z, mu_s), tables, fixed_point_iters=self.inversion_iters)
+        if self.inversion == "none":  # q(x_T | x): sqrt(a_T) x + sqrt(1 - a_T) eps (Ho et al., 2020, eq. 4)
+            a = tables.a_to[-1]
+            eps = torch.randn(x.shape, generator=generator).to(x.device)
+            noise = a.sqrt() * x + (1 - a).sqrt() * eps
+        else:
+            noise = self.run_loop(m.eps, x, m.condition(z, mu_s), tables, fixed_point_iters=self.inversion_iters)
         return Abduction(labels, z, mu_s, noise)
 
     @torch.no_grad()
     def intervene(self, ab: Abduction, do, generator: torch.Generator | None = None) -> tuple[Tensor, Labels]:
         """(cf_z (B, n, d), cf_labels) for interventions ``do`` (str, list of str, dict or Interventions)."""
         do = resolve(do, self.graph)
-        a, new_blocks = self.model.alignment, {}
-        for iv in do:
-            i = self.graph.index(iv.node)
-            y = ab.labels[iv.node].to(ab.z.device).float()
-            target = y + iv.value if iv.mode == "shift" else torch.full_like(y, iv.value)
-            self._warn_out_of_range(iv, target)
-            g_new = a.prior_block(i, target)
-            new_blocks[i] = g_new if self.mode == "replace" else ab.z[:, i] + g_new - a.prior_block(i, y)
-        cf_z = self.model.mechanisms.intervene(ab.z, new_blocks, propagate=self.propagate)
         cf_labels = self.model.scm.counterfactual(ab.labels, do, generator)
+        targets = {iv.node: iv.values(ab.labels[iv.node].float()) for iv in do}
+        for iv in do:
+            self._warn_out_of_range(iv, targets[iv.node])
+        if self.propagation == "labels":  # descendants' blocks follow the attribute SCM's labels
+            moved = {d for iv in do for d in self.graph.descendants(iv.node)} - set(targets)
+            targets.update({d: cf_labels[d].to(ab.z.device) for d in moved})
+        new_blocks = {self.graph.index(n): self._moved_block(ab, n, v) for n, v in targets.items()}
+        cf_z = self.model.mechanisms.intervene(ab.z, new_blocks, propagate=self.propagation == "mechanisms")
         return cf_z, {k: v.cpu() for k, v in cf_labels.items()}
+
+    def _moved_block(self, ab: Abduction, node: str, target: Tensor) -> Tensor:
+        """z_k + g_k(target) - g_k(y_k) (``shift``) or g_k(target) (``replace``), (B, d)."""
+        i, g = self.graph.index(node), self.model.alignment.prior_block
+        g_new = g(i, target)
+        return g_new if self.mode == "replace" else ab.z[:, i] + g_new - g(i, ab.labels[node].float())
 
     @torch.no_grad()
     def predict(self, noise: Tensor, cf_z: Tensor, s: Tensor, steps: int = 50, guidance: float = 1.0) -> Tensor:
@@ -118,7 +132,7 @@ class CounterfactualPipeline:
 
     def __call__(self, x: Tensor, labels: Labels | None = None, do=(), steps: int = 50, guidance: float = 1.0,
                  generator: torch.Generator | None = None) -> CounterfactualOutput:
-        ab = self.abduct(x, labels, steps)
+        ab = self.abduct(x, labels, steps, generator)
         return self.counterfactuals(ab, [do], steps, guidance, generator)[0]
 
     @torch.no_grad()

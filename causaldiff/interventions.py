@@ -6,24 +6,43 @@ import math
 import re
 from dataclasses import dataclass
 
+import torch
+
 from causaldiff.graph import CausalGraph
 
 _EXPR = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(\+=|-=|=)\s*(\S.*?)\s*$")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Intervention:
-    """One action on one node: ``mode="set"`` replaces the value, ``mode="shift"`` adds ``value``."""
+    """One action on one node: ``mode="set"`` replaces the value, ``mode="shift"`` adds ``value``.
+
+    ``value`` is a number, or a (B,) tensor for per-sample values (e.g. values drawn from the data).
+    """
 
     node: str
-    value: float
+    value: float | torch.Tensor
     mode: str = "set"
 
+    def __eq__(self, other) -> bool:
+        return (isinstance(other, Intervention) and (self.node, self.mode) == (other.node, other.mode)
+                and torch.equal(torch.as_tensor(self.value), torch.as_tensor(other.value)))
+
+    def __hash__(self) -> int:
+        return hash((self.node, self.mode))
+
+    def values(self, like: torch.Tensor) -> torch.Tensor:
+        """The target (B,) for factual values ``like`` (B,): set → value, shift → like + value."""
+        v = torch.as_tensor(self.value, dtype=like.dtype, device=like.device).expand_as(like)
+        return like + v if self.mode == "shift" else v.clone()
+
     def __str__(self) -> str:
-        v = f"{self.value:g}"
+        if isinstance(self.value, torch.Tensor) and self.value.ndim > 0:
+            return f"{self.node}{'=' if self.mode == 'set' else '+='}<per-sample>"
+        v = f"{float(self.value):g}"
         if self.mode == "set":
             return f"{self.node}={v}"
-        return f"{self.node}+={v}" if self.value >= 0 else f"{self.node}-={-self.value:g}"
+        return f"{self.node}+={v}" if float(self.value) >= 0 else f"{self.node}-={-float(self.value):g}"
 
 
 def parse_intervention(expr: str) -> list[Intervention]:
@@ -62,7 +81,8 @@ def parse_interventions(exprs: str | Intervention | list | tuple | dict | None) 
     if isinstance(exprs, str):
         return parse_intervention(exprs)
     if isinstance(exprs, dict):
-        return [Intervention(str(k), float(v), "set") for k, v in exprs.items()]
+        return [Intervention(str(k), v if isinstance(v, torch.Tensor) and v.ndim else float(v), "set")
+                for k, v in exprs.items()]
     out: list[Intervention] = []
     for e in exprs:
         out.extend(parse_interventions(e))
@@ -78,15 +98,18 @@ def validate(do: list[Intervention], graph: CausalGraph) -> list[Intervention]:
         if iv.node in seen:
             raise ValueError(f"node '{iv.node}' is intervened on twice")
         seen.add(iv.node)
-        node = graph[iv.node]
+        node, v = graph[iv.node], torch.as_tensor(iv.value, dtype=torch.float64).reshape(-1)
+        if not torch.isfinite(v).all():
+            raise ValueError(f"'{iv}': intervention values must be finite")
         if node.discrete and iv.mode == "shift":
             raise ValueError(f"'{iv}': shift interventions apply to continuous nodes; '{iv.node}' is {node.kind}")
-        if node.kind == "binary" and iv.value not in (0.0, 1.0):
-            raise ValueError(f"'{iv}': binary node '{iv.node}' takes 0 or 1, got {iv.value:g}")
-        if node.kind == "categorical" and (iv.value != int(iv.value) or not 0 <= iv.value < node.num_classes):
+        bad = v[(v != v.round()) | (v < 0) | (v >= node.cardinality)] if node.discrete else v[:0]
+        if node.kind == "binary" and bad.numel():
+            raise ValueError(f"'{iv}': binary node '{iv.node}' takes 0 or 1, got {bad.flatten()[0].item():g}")
+        if node.kind == "categorical" and bad.numel():
             raise ValueError(
                 f"'{iv}': categorical node '{iv.node}' takes an integer class in [0, {node.num_classes - 1}], "
-                f"got {iv.value:g}"
+                f"got {bad.flatten()[0].item():g}"
             )
     return do
 

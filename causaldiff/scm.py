@@ -129,12 +129,10 @@ class AttributeSCM(nn.Module):
                 changed.add(name)
                 if name in targets:
                     iv = targets[name]
-                    if iv.mode == "shift":
-                        if factual is None:
-                            raise ValueError(f"shift intervention '{iv}' needs the factual labels")
-                        out[name] = factual[name].float() + iv.value
-                    else:
-                        out[name] = torch.full((n_i.shape[0],), iv.value, device=n_i.device)
+                    if iv.mode == "shift" and factual is None:
+                        raise ValueError(f"shift intervention '{iv}' needs the factual labels")
+                    base = factual[name].float() if factual is not None else torch.zeros(n_i.shape[0])
+                    out[name] = iv.values(base.to(n_i.device))
                 elif node.discrete:
                     out[name] = (self._logits(out, name) + n_i).argmax(-1).float()
                 elif node.parents:

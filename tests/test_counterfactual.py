@@ -161,5 +161,43 @@ def test_exact_inversion_reconstructs_where_plain_ddim_misses(tiny_ckpt):
         err[inversion] = ((pipe(inp.x, inp.labels, [], steps=20).cf_x - inp.x).abs().mean() * 127.5).item()
     assert err["fixed-point"] < 0.1 < 0.3 < err["ddim"]
     assert err["fixed-point"] < err["ddim"] / 10
-    with pytest.raises(ValueError, match="inversion must be"):
+    with pytest.raises(ValueError, match="inversion must be one of"):
         CounterfactualPipeline.from_checkpoint(tiny_ckpt, inversion="edict")
+
+
+@pytest.mark.parametrize("propagation", ["none", "labels"])
+def test_ablation_variants(pipe_and_batch, propagation):
+    pipe, batch = pipe_and_batch
+    variant = CounterfactualPipeline(pipe.model, propagation=propagation)
+    ab = variant.abduct(batch["x"][:4], None, steps=2)
+    cf_z, cf_labels = variant.intervene(ab, "light_angle=100")
+    i = pipe.graph.index("shadow_length")
+    if propagation == "none":  # descendants do not follow
+        assert torch.equal(cf_z[:, i], ab.z[:, i])
+    else:  # they follow the attribute SCM's counterfactual label
+        g = pipe.model.alignment.prior_block
+        expect = ab.z[:, i] + g(i, cf_labels["shadow_length"]) - g(i, ab.labels["shadow_length"])
+        torch.testing.assert_close(cf_z[:, i], expect)
+
+
+def test_forward_noise_variant_is_seeded(pipe_and_batch):
+    pipe, batch = pipe_and_batch
+    variant = CounterfactualPipeline(pipe.model, inversion="none")
+    a = variant.abduct(batch["x"][:2], None, 5, torch.Generator().manual_seed(3))
+    b = variant.abduct(batch["x"][:2], None, 5, torch.Generator().manual_seed(3))
+    c = variant.abduct(batch["x"][:2], None, 5, torch.Generator().manual_seed(4))
+    assert torch.equal(a.noise, b.noise) and not torch.equal(a.noise, c.noise)
+    a_t = variant._schedule("invert", 5).a_to[-1]  # the level the 5-step sampler starts from
+    eps = (a.noise - a_t.sqrt() * batch["x"][:2]) / (1 - a_t).sqrt()
+    assert abs(eps.std().item() - 1) < 0.1  # x_T = sqrt(a_T) x + sqrt(1 - a_T) eps with eps ~ N(0, I)
+
+
+def test_per_sample_interventions(pipe_and_batch):
+    pipe, batch = pipe_and_batch
+    values = torch.tensor([60.0, 80.0, 100.0])
+    out = pipe(batch["x"][:3], None, {"light_angle": values}, steps=2)
+    assert torch.equal(out.cf_labels["light_angle"], values)
+    with pytest.raises(ValueError, match="binary node 'sex' takes 0 or 1, got 2"):
+        from causaldiff.graph import CausalGraph
+        from causaldiff.interventions import resolve
+        resolve({"sex": torch.tensor([0.0, 2.0])}, CausalGraph.from_dict({"sex": {"kind": "binary"}}))

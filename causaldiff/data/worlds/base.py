@@ -50,11 +50,7 @@ class World:
 
     def counterfactual(self, exogenous: Exogenous, labels: Labels, do) -> tuple[Labels, Tensor]:
         """The true counterfactual: labels and images under ``do`` from the same exogenous noise."""
-        targets = {}
-        n = next(iter(labels.values())).shape[0]
-        for iv in resolve(do, self.graph):
-            base = labels[iv.node] if iv.mode == "shift" else torch.zeros(n)
-            targets[iv.node] = base + iv.value
+        targets = {iv.node: iv.values(labels[iv.node].float()) for iv in resolve(do, self.graph)}
         cf_labels = self._labels(exogenous, targets)
         return cf_labels, self.render(exogenous, cf_labels)
 
