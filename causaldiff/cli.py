@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-LIGHTNING_COMMANDS = ("fit", "validate", "test")
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "fit-predictor")
 
 
 def cmd_data_make(args: argparse.Namespace) -> None:
@@ -115,6 +115,26 @@ def cmd_counterfactual(args: argparse.Namespace) -> None:
     print(f"wrote {len(names)} counterfactual images and labels.csv to {args.out}")
 
 
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    import json
+
+    from causaldiff.evaluation.evaluate import Evaluator, eval_data, markdown
+    from causaldiff.evaluation.predictor import AntiCausalPredictor
+    from causaldiff.io import atomic_write_text
+
+    pipe = _pipeline(args)
+    predictor = AntiCausalPredictor.from_checkpoint(args.predictor)
+    if predictor.graph.order != pipe.graph.order:
+        raise ValueError(f"predictor graph {predictor.graph.order} does not match the model's {pipe.graph.order}")
+    report = Evaluator(pipe.model, predictor, eval_data(args.checkpoint, args.n), args.steps, args.cycles,
+                       args.seed, args.batch_size, args.variants, capture=args.capture).run()
+    out = Path(args.out)
+    atomic_write_text(out, json.dumps(report, indent=2))
+    table = markdown(report)
+    atomic_write_text(out.with_suffix(".md"), table)
+    print(table + f"wrote {out} and {out.with_suffix('.md')} in {report['meta']['seconds']} s")
+
+
 def _floats(text: str, flag: str) -> list[float]:
     try:
         return [float(v) for v in text.split(",") if v.strip()]
@@ -170,6 +190,17 @@ def build_parser() -> argparse.ArgumentParser:
     cf.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
     cf.add_argument("--out", required=True, help="output folder (images + labels.csv in the loader's format)")
     cf.set_defaults(func=cmd_counterfactual)
+
+    ev = sub.add_parser("evaluate", help="every counterfactual metric, for causaldiff and the peers' variants")
+    _add_inference_args(ev)
+    ev.add_argument("--predictor", required=True, help="anti-causal predictor checkpoint (causaldiff fit-predictor)")
+    ev.add_argument("--n", type=int, default=512, help="held-out images to evaluate (default 512)")
+    ev.add_argument("--cycles", type=int, default=10, help="cycles for composition / reversibility (default 10)")
+    ev.add_argument("--variants", nargs="*", help="subset of: causaldiff no-abduction no-mechanisms label-propagation")
+    ev.add_argument("--batch-size", type=int, default=256, help="images per pipeline call (default 256)")
+    ev.add_argument("--capture", action="store_true", help="CUDA-graph the sampling loops (GPU)")
+    ev.add_argument("--out", required=True, help="report JSON; a Markdown table is written beside it")
+    ev.set_defaults(func=cmd_evaluate)
     return p
 
 

@@ -51,3 +51,15 @@ def tiny_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_ckpt(tiny_run):
     return tiny_run / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
+def tiny_predictor(tmp_path_factory):
+    """An anti-causal predictor for the tiny pendulum data (a few epochs, seconds)."""
+    from causaldiff.cli import main
+
+    root = tmp_path_factory.mktemp("predictor")
+    config = __import__("pathlib").Path(__file__).parent.parent / "configs" / "predictor.yaml"
+    main(["fit-predictor", "--config", str(config), "--data.n=256", "--data.size=16", "--trainer.max_epochs=3",
+          f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false"])
+    return next(root.rglob("last.ckpt"))

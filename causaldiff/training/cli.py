@@ -16,7 +16,21 @@ class CausalCLI(LightningCLI):
         parser.link_arguments("data.channels", "model.channels", apply_on="instantiate")
 
 
+class PredictorCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("data.graph_spec", "model.graph", apply_on="instantiate")
+        parser.link_arguments("data.label_stats", "model.label_stats", apply_on="instantiate")
+        parser.link_arguments("data.channels", "model.channels", apply_on="instantiate")
+
+
 def run_lightning_cli(argv: list[str]) -> None:
+    """``fit``/``validate``/``test`` train the CausalDiffAE; ``fit-predictor`` trains the anti-causal predictor."""
+    if argv[0] == "fit-predictor":
+        from causaldiff.evaluation.predictor import PredictorModule
+
+        PredictorCLI(PredictorModule, CausalDataModule, args=["fit", *argv[1:]], seed_everything_default=0,
+                     save_config_kwargs={"overwrite": True})
+        return
     CausalCLI(
         CausalDiffAEModule, CausalDataModule, args=argv, seed_everything_default=0,
         save_config_kwargs={"overwrite": True},

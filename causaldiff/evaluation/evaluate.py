@@ -1,0 +1,215 @@
+"""``evaluate``: every metric for causaldiff and the peers' methods, on the same model, data and interventions.
+
+Interventions are drawn from the data: the held-out samples are split evenly across the graph's nodes and each
+sample gets ``do(node = value of another random sample)``. Variants (switchable pipeline settings):
+  causaldiff         DDIM-inverted noise, descendants through the learned latent mechanisms;
+  no-abduction       noise by forward-noising x (the published CausalDiffAE code), mechanisms kept;
+  no-mechanisms      only the intervened block changes (DiffAE / plain conditional model);
+  label-propagation  descendants' blocks moved by the attribute SCM's counterfactual labels.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from causaldiff.checkpoint import load_checkpoint
+from causaldiff.counterfactual import CounterfactualPipeline
+from causaldiff.data.datamodule import CausalDataModule, WorldDataset
+from causaldiff.evaluation.metrics import dci, frechet_distance, l1_255, label_error
+from causaldiff.evaluation.predictor import AntiCausalPredictor
+from causaldiff.models.causal_diffae import CausalDiffAE
+
+VARIANTS = {"causaldiff": {}, "no-abduction": {"inversion": "none"}, "no-mechanisms": {"propagation": "none"},
+            "label-propagation": {"propagation": "labels"}}
+
+
+@dataclass
+class EvalData:
+    x: Tensor  # (N, C, H, W) in [-1, 1]
+    labels: dict[str, Tensor]
+    exogenous: dict[str, Tensor] | None  # worlds only: for the true counterfactual
+    world: object | None
+
+
+def eval_data(checkpoint, n: int) -> EvalData:
+    """The first ``n`` test items of the checkpoint's own dataset (with exogenous noise for worlds)."""
+    hp = load_checkpoint(checkpoint).get("datamodule_hyper_parameters")
+    if not hp:
+        raise ValueError(f"{checkpoint} does not record its dataset")
+    dm = CausalDataModule(**{k: v for k, v in hp.items() if k in inspect.signature(CausalDataModule).parameters})
+    idx = dm.splits["test"][:n]
+    if len(idx) < 2 * len(dm.graph):
+        raise ValueError(f"evaluation needs at least {2 * len(dm.graph)} test items, the test split has {len(idx)}")
+    items = [dm.dataset[int(i)] for i in idx]
+    x = torch.stack([it["x"] for it in items])
+    labels = {k: dm.dataset.labels[k][idx].clone() for k in dm.graph.order}
+    if isinstance(dm.dataset, WorldDataset):
+        return EvalData(x, labels, {k: v[idx] for k, v in dm.dataset.exogenous.items()}, dm.dataset.world)
+    return EvalData(x, labels, None, None)
+
+
+def draw_interventions(data: EvalData, graph, seed: int) -> list[tuple[str, Tensor, Tensor]]:
+    """[(node, sample indices, values)]: samples split evenly across nodes; values from other random samples."""
+    g = torch.Generator().manual_seed(seed)
+    n = data.x.shape[0]
+    perm, donor = torch.randperm(n, generator=g), torch.randperm(n, generator=g)
+    groups = perm.tensor_split(len(graph))
+    return [(node, idx, data.labels[node][donor[idx]]) for node, idx in zip(graph.order, groups)]
+
+
+class Evaluator:
+    """Runs every metric for the requested variants; ``run()`` returns the report dict."""
+
+    def __init__(self, model: CausalDiffAE, predictor: AntiCausalPredictor, data: EvalData, steps: int = 50,
+                 cycles: int = 10, seed: int = 0, batch_size: int = 256, variants: list[str] | None = None,
+                 capture: bool = False, progress: bool = True):
+        unknown = set(variants or []) - set(VARIANTS)
+        if unknown:
+            raise ValueError(f"unknown variant(s) {sorted(unknown)} (choose from {list(VARIANTS)})")
+        self.model, self.predictor, self.data = model, predictor.to(next(model.parameters()).device), data
+        self.graph = model.graph
+        self.steps, self.cycles, self.seed, self.batch_size = steps, cycles, seed, batch_size
+        self.variants, self.capture, self.progress = variants or list(VARIANTS), capture, progress
+        self.groups = draw_interventions(data, self.graph, seed)
+        self.std = {k: max(v.float().std().item(), 1e-8) for k, v in data.labels.items()}
+
+    def run(self) -> dict:
+        t0 = time.perf_counter()
+        stages = len(self.variants) * (1 + self.cycles + 2 * self.cycles) * len(self.groups)
+        self.bar = tqdm(total=stages, desc="evaluate", disable=not self.progress)
+        report = {"meta": {"n": self.data.x.shape[0], "steps": self.steps, "cycles": self.cycles, "seed": self.seed,
+                           "nodes": self.graph.order, "world": getattr(self.data.world, "name", None)},
+                  "disentanglement": self.disentanglement(), "variants": {}}
+        for name in self.variants:
+            pipe = CounterfactualPipeline(self.model, capture=self.capture, **VARIANTS[name])
+            report["variants"][name] = self.variant(pipe)
+        self.bar.close()
+        report["meta"]["seconds"] = round(time.perf_counter() - t0, 2)
+        return report
+
+    # ------------------------------------------------------------------ pieces
+    def _cf(self, pipe, x, labels, do, seed) -> tuple[Tensor, dict]:
+        """Counterfactual images and labels in chunks of batch_size."""
+        xs, ls = [], []
+        for a in range(0, x.shape[0], self.batch_size):
+            sl = slice(a, a + self.batch_size)
+            sub_do = {k: v[sl] for k, v in do.items()}
+            out = pipe(x[sl], {k: v[sl] for k, v in labels.items()}, sub_do, self.steps,
+                       generator=torch.Generator().manual_seed(seed + a))
+            xs.append(out.cf_x.cpu())
+            ls.append(out.cf_labels)
+        return torch.cat(xs), {k: torch.cat([d[k] for d in ls]) for k in ls[0]}
+
+    def _predict(self, x: Tensor) -> tuple[dict, Tensor]:
+        dev = next(self.predictor.parameters()).device
+        preds, feats = [], []
+        with torch.no_grad():
+            for a in range(0, x.shape[0], self.batch_size):
+                xb = x[a:a + self.batch_size].to(dev)
+                preds.append({k: v.cpu() for k, v in self.predictor.predict(xb).items()})
+                feats.append(self.predictor.features(xb).cpu())
+        return {k: torch.cat([p[k] for p in preds]) for k in preds[0]}, torch.cat(feats)
+
+    def _score(self, node: str, pred: Tensor, target: Tensor) -> float:
+        """Normalised error: MAE / std of the node's labels (continuous) or 1 - accuracy (discrete)."""
+        e = label_error(self.graph, node, pred, target)
+        return 1 - e if self.graph[node].discrete else e / self.std[node]
+
+    def variant(self, pipe) -> dict:
+        d, out = self.data, {"effectiveness": {}, "true_cf": {}}
+        self_err, desc_err, true_l1, true_lab, cf_feats = [], [], [], [], []
+        for j, (node, idx, vals) in enumerate(self.groups):
+            x, labels = d.x[idx], {k: v[idx] for k, v in d.labels.items()}
+            cf_x, cf_labels = self._cf(pipe, x, labels, {node: vals}, self.seed + 1000 * j)
+            self.bar.update()
+            pred, feats = self._predict(cf_x)
+            cf_feats.append(feats)
+            eff = {t: label_error(self.graph, t, pred[t], cf_labels[t]) for t in [node, *self.graph.descendants(node)]}
+            out["effectiveness"][node] = eff
+            self_err.append(self._score(node, pred[node], cf_labels[node]))
+            desc_err += [self._score(t, pred[t], cf_labels[t]) for t in self.graph.descendants(node)]
+            if d.world is not None:
+                exo = {k: v[idx] for k, v in d.exogenous.items()}
+                true_labels, true_img = d.world.counterfactual(exo, labels, {node: vals})
+                truth = true_img.float() / 127.5 - 1
+                true_l1.append(l1_255(cf_x, truth) * len(idx))
+                errs = {t: self._score(t, cf_labels[t], true_labels[t]) for t in self.graph.descendants(node)}
+                out["true_cf"][node] = {"image_l1": l1_255(cf_x, truth), "label_error": errs}
+                true_lab += list(errs.values())
+        _, real_feats = self._predict(d.x)
+        out["realism_fd"] = frechet_distance(real_feats, torch.cat(cf_feats))
+        out["effect_self"] = sum(self_err) / len(self_err)
+        out["effect_descendants"] = sum(desc_err) / len(desc_err) if desc_err else None
+        if d.world is not None:
+            out["true_cf_image_l1"] = sum(true_l1) / d.x.shape[0]
+            out["true_cf_label_error"] = sum(true_lab) / len(true_lab) if true_lab else None
+        out["composition"] = self.composition(pipe)
+        out["reversibility"] = self.reversibility(pipe)
+        return out
+
+    def composition(self, pipe) -> dict:
+        """L1 (0-255) between x and 1 .. cycles successive null interventions, each re-abducted."""
+        res, x = {}, self.data.x
+        for c in range(1, self.cycles + 1):
+            for j, (_, idx, _) in enumerate(self.groups):
+                x = x.clone()
+                sub = {k: v[idx] for k, v in self.data.labels.items()}
+                x[idx] = self._cf(pipe, x[idx], sub, {}, self.seed + 7 * c + j)[0]
+                self.bar.update()
+            if c in (1, self.cycles):
+                res[str(c)] = l1_255(self.data.x, x)
+        return res
+
+    def reversibility(self, pipe) -> dict:
+        """L1 (0-255) between x and do(back to y)(do(a*)(x)), repeated 1 .. cycles times."""
+        res, total = {}, {str(c): 0.0 for c in {1, self.cycles}}
+        for j, (node, idx, vals) in enumerate(self.groups):
+            x0 = self.data.x[idx]
+            x, labels = x0, {k: v[idx] for k, v in self.data.labels.items()}
+            for c in range(1, self.cycles + 1):
+                fwd_x, fwd_labels = self._cf(pipe, x, labels, {node: vals}, self.seed + 11 * c + j)
+                x, labels = self._cf(pipe, fwd_x, fwd_labels, {node: self.data.labels[node][idx]},
+                                     self.seed + 13 * c + j)
+                self.bar.update(2)
+                if str(c) in total:
+                    total[str(c)] += l1_255(x0, x) * len(idx)
+        for c in total:
+            res[c] = total[c] / self.data.x.shape[0]
+        return res
+
+    def disentanglement(self) -> dict:
+        dev = next(self.model.parameters()).device
+        with torch.no_grad():
+            zs = []
+            for a in range(0, self.data.x.shape[0], self.batch_size):
+                mu_u, _, _, _ = self.model.encode(self.data.x[a:a + self.batch_size].to(dev))
+                zs.append(self.model.mechanisms(mu_u).cpu())
+        return dci(torch.cat(zs), self.data.labels, self.graph)
+
+
+def markdown(report: dict) -> str:
+    """One table, rows = variants, columns = the headline metrics (lower is better except DCI)."""
+    cols = ["effect_self", "effect_descendants", "composition@1", f"composition@{report['meta']['cycles']}",
+            "reversibility@1", f"reversibility@{report['meta']['cycles']}", "realism_fd"]
+    if report["meta"]["world"]:
+        cols += ["true_cf_image_l1", "true_cf_label_error"]
+    lines = ["| variant | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, v in report["variants"].items():
+        cells = []
+        for c in cols:
+            key, _, at = c.partition("@")
+            val = v[key][at] if at else v.get(key)
+            cells.append("—" if val is None else f"{val:.3f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    d = report["disentanglement"]
+    lines.append("")
+    lines.append(f"DCI of z: disentanglement {d['disentanglement']:.3f}, completeness {d['completeness']:.3f}, "
+                 f"informativeness {d['informativeness']:.3f}. n = {report['meta']['n']}, "
+                 f"steps = {report['meta']['steps']}, world = {report['meta']['world']}.")
+    return "\n".join(lines) + "\n"
