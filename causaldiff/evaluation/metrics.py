@@ -33,7 +33,7 @@ def frechet_distance(f1: Tensor, f2: Tensor) -> float:
     a, b = f1.double().cpu().numpy(), f2.double().cpu().numpy()
     mu1, mu2 = a.mean(0), b.mean(0)
     s1, s2 = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
-    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
+    covmean = linalg.sqrtm(s1 @ s2)
     if not np.isfinite(covmean).all():  # near-singular product: regularise (as in the reference FID code)
         eye = np.eye(s1.shape[0]) * 1e-6
         covmean = linalg.sqrtm((s1 + eye) @ (s2 + eye))
