@@ -10,10 +10,37 @@ from pathlib import Path
 
 import torch
 
+PRETRAINED = Path(__file__).parent / "pretrained"
+
+
+def shipped_models() -> dict[str, dict]:
+    """``{name: info}`` of the checkpoints shipped with the package (``causaldiff models``)."""
+    import yaml
+
+    info = yaml.safe_load((PRETRAINED / "models.yaml").read_text()) or {}
+    return {name: {**meta, "path": str(PRETRAINED / f"{name}.ckpt")} for name, meta in info.items()
+            if (PRETRAINED / f"{name}.ckpt").is_file()}
+
+
+def resolve_checkpoint(name_or_path: str | Path) -> Path:
+    """A file path as is, or the shipped checkpoint of that name (e.g. ``pendulum32``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = shipped_models()
+    if str(name_or_path) in shipped:
+        return Path(shipped[str(name_or_path)]["path"])
+    raise FileNotFoundError(f"checkpoint not found: {path} (shipped models: {', '.join(shipped) or 'none'})")
+
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Load a checkpoint dict with ``weights_only=True``; raises ValueError naming the file on any problem."""
+    """Load a checkpoint dict with ``weights_only=True``; raises ValueError naming the file on any problem.
+
+    ``path`` may also name a shipped model (``pendulum32``, ``morpho32``, ``brain32``).
+    """
     path = Path(path)
+    if not path.is_file() and not path.suffix and str(path) in shipped_models():
+        path = resolve_checkpoint(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:

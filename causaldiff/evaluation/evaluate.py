@@ -66,13 +66,14 @@ def draw_interventions(data: EvalData, graph, seed: int) -> list[tuple[str, Tens
 class Evaluator:
     """Runs every metric for the requested variants; ``run()`` returns the report dict."""
 
-    def __init__(self, model: CausalDiffAE, predictor: AntiCausalPredictor, data: EvalData, steps: int = 50,
+    def __init__(self, model: CausalDiffAE, predictor: AntiCausalPredictor | None, data: EvalData, steps: int = 50,
                  cycles: int = 10, seed: int = 0, batch_size: int = 256, variants: list[str] | None = None,
                  capture: bool = False, progress: bool = True):
         unknown = set(variants or []) - set(VARIANTS)
         if unknown:
             raise ValueError(f"unknown variant(s) {sorted(unknown)} (choose from {list(VARIANTS)})")
-        self.model, self.predictor, self.data = model, predictor.to(next(model.parameters()).device), data
+        dev = next(model.parameters()).device
+        self.model, self.predictor, self.data = model, predictor.to(dev) if predictor else None, data
         self.graph = model.graph
         self.steps, self.cycles, self.seed, self.batch_size = steps, cycles, seed, batch_size
         self.variants, self.capture, self.progress = variants or list(VARIANTS), capture, progress
@@ -128,12 +129,13 @@ class Evaluator:
             x, labels = d.x[idx], {k: v[idx] for k, v in d.labels.items()}
             cf_x, cf_labels = self._cf(pipe, x, labels, {node: vals}, self.seed + 1000 * j)
             self.bar.update()
-            pred, feats = self._predict(cf_x)
-            cf_feats.append(feats)
-            eff = {t: label_error(self.graph, t, pred[t], cf_labels[t]) for t in [node, *self.graph.descendants(node)]}
-            out["effectiveness"][node] = eff
-            self_err.append(self._score(node, pred[node], cf_labels[node]))
-            desc_err += [self._score(t, pred[t], cf_labels[t]) for t in self.graph.descendants(node)]
+            if self.predictor is not None:  # effectiveness and realism need the anti-causal predictor
+                pred, feats = self._predict(cf_x)
+                cf_feats.append(feats)
+                targets = [node, *self.graph.descendants(node)]
+                out["effectiveness"][node] = {t: label_error(self.graph, t, pred[t], cf_labels[t]) for t in targets}
+                self_err.append(self._score(node, pred[node], cf_labels[node]))
+                desc_err += [self._score(t, pred[t], cf_labels[t]) for t in self.graph.descendants(node)]
             if d.world is not None:
                 exo = {k: v[idx] for k, v in d.exogenous.items()}
                 true_labels, true_img = d.world.counterfactual(exo, labels, {node: vals})
@@ -142,9 +144,9 @@ class Evaluator:
                 errs = {t: self._score(t, cf_labels[t], true_labels[t]) for t in self.graph.descendants(node)}
                 out["true_cf"][node] = {"image_l1": l1_255(cf_x, truth), "label_error": errs}
                 true_lab += list(errs.values())
-        _, real_feats = self._predict(d.x)
-        out["realism_fd"] = frechet_distance(real_feats, torch.cat(cf_feats))
-        out["effect_self"] = sum(self_err) / len(self_err)
+        if self.predictor is not None:
+            out["realism_fd"] = frechet_distance(self._predict(d.x)[1], torch.cat(cf_feats))
+        out["effect_self"] = sum(self_err) / len(self_err) if self_err else None
         out["effect_descendants"] = sum(desc_err) / len(desc_err) if desc_err else None
         if d.world is not None:
             out["true_cf_image_l1"] = sum(true_l1) / d.x.shape[0]
