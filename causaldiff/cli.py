@@ -135,6 +135,28 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(table + f"wrote {out} and {out.with_suffix('.md')} in {report['meta']['seconds']} s")
 
 
+def cmd_augment(args: argparse.Namespace) -> None:
+    from causaldiff.augment import plan_balance, plan_explicit, run_augment
+
+    if bool(args.balance) == bool(args.do):
+        raise ValueError("give --balance NODE or --do EXPR (not both)")
+    pipe = _pipeline(args)
+    inp = _inputs(args, pipe, None)
+    if args.balance:
+        items = plan_balance(inp.labels, pipe.graph, args.balance, args.value, args.target_fraction, args.seed)
+    else:
+        from causaldiff.interventions import resolve
+
+        resolve(args.do, pipe.graph)
+        items = plan_explicit(len(inp.names), args.do, args.per_image)
+    plan_args = {"checkpoint": str(args.checkpoint), "input": str(args.input), "balance": args.balance,
+                 "value": args.value, "target_fraction": args.target_fraction, "do": args.do,
+                 "per_image": args.per_image, "steps": args.steps, "guidance": args.guidance, "seed": args.seed}
+    n = run_augment(pipe, inp, args.out, items, plan_args, args.steps, args.guidance, args.seed, args.batch_size,
+                    args.devices, args.strategy)
+    print(f"{n} counterfactual images and labels.csv in {args.out}")
+
+
 def cmd_models(args: argparse.Namespace) -> None:
     from causaldiff.checkpoint import shipped_models
 
@@ -248,6 +270,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--capture", action="store_true", help="CUDA-graph the sampling loops (GPU)")
     ev.add_argument("--out", required=True, help="report JSON; a Markdown table is written beside it")
     ev.set_defaults(func=cmd_evaluate)
+
+    aug = sub.add_parser("augment", help="write counterfactuals that balance a rare subgroup (resumable, DDP)")
+    _add_inference_args(aug)
+    aug.add_argument("--balance", help="binary / categorical node whose rare value to raise, e.g. lesion")
+    aug.add_argument("--value", type=float, default=1.0, help="the rare value (default 1)")
+    aug.add_argument("--target-fraction", type=float, default=0.5, help="share of the rare value after (default 0.5)")
+    aug.add_argument("--do", action="append", help="explicit intervention instead of --balance (repeatable)")
+    aug.add_argument("--per-image", type=int, default=1, help="counterfactuals per image with --do (default 1)")
+    aug.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
+    aug.add_argument("--devices", type=int, default=1, help="processes / GPUs (default 1)")
+    aug.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default auto)")
+    aug.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
+    aug.set_defaults(func=cmd_augment)
 
     models = sub.add_parser("models", help="list the shipped pretrained checkpoints (use their names as --checkpoint)")
     models.set_defaults(func=cmd_models)

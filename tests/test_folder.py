@@ -119,3 +119,13 @@ def test_datamodule_world_and_folder(tmp_path):
         CausalDataModule()
     with pytest.raises(ValueError, match="no training items"):
         _ = CausalDataModule(folder=str(make_folder(tmp_path / "one", ["a.png,1,0,1"])), folder_graph=GRAPH).splits
+
+
+def test_corrupt_and_empty_csv_are_named(tmp_path):
+    root = make_folder(tmp_path / "d", ["a.png,1,0,1"])
+    (root / "labels.csv").write_bytes(b"\xff\xfe\x00garbage\x81\x82")
+    with pytest.raises(ValueError, match="labels.csv: not a readable CSV"):
+        FolderDataset(root, GRAPH)
+    (root / "labels.csv").write_text("file,age,sex,size\n")
+    with pytest.raises(ValueError, match="labels.csv: no rows"):
+        FolderDataset(root, GRAPH)

@@ -1,0 +1,105 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from causaldiff.augment import plan_balance
+from causaldiff.cli import main
+from causaldiff.data.folder import FolderDataset
+from causaldiff.graph import CausalGraph
+
+G = CausalGraph.from_dict({"age": {}, "lesion": {"kind": "binary", "parents": ["age"]}})
+
+
+def test_balance_plan_counts_and_spreads_sources():
+    lesion = torch.tensor([1.0] * 5 + [0.0] * 95)
+    items = plan_balance({"age": torch.zeros(100), "lesion": lesion}, G, "lesion", 1, 0.5)
+    assert len(items) == 90  # (5 + 90) / (100 + 90) = 0.5
+    sources = [it["source"] for it in items]
+    assert all(s >= 5 for s in sources) and len(set(sources)) == 90  # never a rare source, none used twice
+    assert all(it["do"] == "lesion=1" for it in items)
+    assert plan_balance({"age": torch.zeros(4), "lesion": torch.ones(4)}, G, "lesion", 1, 0.5) == []
+    with pytest.raises(ValueError, match="needs a binary or categorical node"):
+        plan_balance({"age": torch.zeros(4), "lesion": lesion[:4]}, G, "age", 1, 0.5)
+    with pytest.raises(ValueError, match="target fraction"):
+        plan_balance({"age": torch.zeros(4), "lesion": lesion[:4]}, G, "lesion", 1, 1.5)
+
+
+@pytest.fixture(scope="module")
+def brain_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("brain") / "data"
+    main(["data", "make", "brain", "--n", "24", "--size", "32", "--seed", "2", "--out", str(root)])
+    return root
+
+
+AUG = ["augment", "--checkpoint", "brain32", "--balance", "lesion", "--target-fraction", "0.5", "--steps", "3",
+       "--batch-size", "4"]
+
+
+def test_augment_writes_plan_and_a_folder_fit_accepts(brain_folder, tmp_path):
+    out = tmp_path / "aug"
+    main([*AUG, "--input", str(brain_folder), "--out", str(out)])
+    src = FolderDataset(brain_folder, size=32, channels=1)
+    r = int((src.labels["lesion"] == 1).sum())
+    expected = -(-(0.5 * 24 - r) // 0.5)
+    ds = FolderDataset(out, size=32, channels=1)
+    assert len(ds) == expected == len(json.loads((out / "manifest.json").read_text())["items"])
+    assert torch.all(ds.labels["lesion"] == 1)
+    header = (out / "labels.csv").read_text().splitlines()[0]
+    assert header.endswith("source_file,intervention,counterfactual")
+    assert not list(out.rglob("*.tmp"))
+    with pytest.raises(SystemExit, match="different augmentation plan"):
+        main([*AUG[:-4], "--steps", "4", "--batch-size", "4", "--input", str(brain_folder), "--out", str(out)])
+
+
+def test_rerun_finishes_only_missing_items(brain_folder, tmp_path):
+    out = tmp_path / "aug"
+    main([*AUG, "--input", str(brain_folder), "--out", str(out)])
+    items = sorted((out / "items").glob("*.json"))
+    kept = {p.name: p.stat().st_mtime_ns for p in items[:5]}
+    for p in items[5:]:  # as if interrupted after five items
+        p.unlink()
+        p.with_suffix(".png").unlink()
+    (out / "labels.csv").unlink()
+    main([*AUG, "--input", str(brain_folder), "--out", str(out)])
+    assert {p.name: p.stat().st_mtime_ns for p in sorted((out / "items").glob("*.json"))[:5]} == kept
+    assert len(list((out / "items").glob("*.png"))) == len(items)
+    assert len((out / "labels.csv").read_text().splitlines()) == len(items) + 1
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_leaves_nothing_missing_or_half_written(brain_folder, tmp_path):
+    out = tmp_path / "aug"
+    cmd = [sys.executable, "-m", "causaldiff.cli", *AUG[:-1], "1", "--input", str(brain_folder), "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("items/*.json"))) < 3:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "labels.csv").exists()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    n = len(json.loads((out / "manifest.json").read_text())["items"])
+    assert len(list((out / "items").glob("*.png"))) == len(list((out / "items").glob("*.json"))) == n
+    assert not list(out.rglob(".*.tmp"))
+    ds = FolderDataset(out, size=32, channels=1)
+    assert len(ds) == n and all(ds[i]["x"].shape == (1, 32, 32) for i in range(n))
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_split_the_plan(brain_folder, tmp_path):
+    out = tmp_path / "aug"
+    cmd = [sys.executable, "-m", "causaldiff.cli", *AUG, "--input", str(brain_folder), "--out", str(out),
+           "--devices", "2", "--strategy", "ddp", "--device", "cpu"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    n = len(json.loads((out / "manifest.json").read_text())["items"])
+    rows = (out / "labels.csv").read_text().splitlines()[1:]
+    assert len(rows) == n == len({r.split(",")[0] for r in rows})  # one merged CSV, no duplicates
