@@ -129,3 +129,16 @@ def test_corrupt_and_empty_csv_are_named(tmp_path):
     (root / "labels.csv").write_text("file,age,sex,size\n")
     with pytest.raises(ValueError, match="labels.csv: no rows"):
         FolderDataset(root, GRAPH)
+
+
+def test_npy_inputs_are_normalised_per_image(tmp_path):
+    arr = np.linspace(100, 4000, 64, dtype=np.float32).reshape(8, 8)  # e.g. raw MRI intensities
+    np.save(tmp_path / "slice.npy", arr)
+    x = load_image(tmp_path / "slice.npy", 1, 8)
+    assert x.shape == (1, 8, 8) and x.min() == -1 and x.max() == 1
+    np.save(tmp_path / "bad.npy", np.zeros((2, 2, 2, 2)))
+    with pytest.raises(ValueError, match="bad.npy: expected a"):
+        load_image(tmp_path / "bad.npy", 1, 8)
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="unreadable array"):
+        load_image(tmp_path / "obj.npy", 1, 8)

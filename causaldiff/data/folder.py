@@ -74,6 +74,8 @@ def load_image(path: Path, channels: int, size: int) -> torch.Tensor:
     """Read an image file as float (C, size, size) in [-1, 1]; 8/16-bit, grey, RGB and RGBA accepted."""
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
+    if path.suffix.lower() == ".npy":
+        return _from_unit(torch.from_numpy(_load_npy(path)), channels, size)
     try:
         with Image.open(path) as im:
             if im.width * im.height > MAX_PIXELS:
@@ -82,7 +84,25 @@ def load_image(path: Path, channels: int, size: int) -> torch.Tensor:
             arr = _to_unit(im)
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"unreadable image {path}: {e}") from None
-    x = torch.from_numpy(arr)
+    return _from_unit(torch.from_numpy(arr), channels, size)
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    """A (H, W) or (H, W, C) array (no pickles), intensities normalised per image to [0, 1] (min-max)."""
+    try:
+        arr = np.load(path, allow_pickle=False).astype(np.float32)
+    except (ValueError, OSError) as e:
+        raise ValueError(f"unreadable array {path}: {e}") from None
+    if arr.ndim not in (2, 3) or arr.size > MAX_PIXELS or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
+        raise ValueError(f"{path}: expected a (H, W) or (H, W, C<=4) array, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{path}: array has NaN or infinite values")
+    lo, hi = arr.min(), arr.max()
+    return (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+
+
+def _from_unit(x: torch.Tensor, channels: int, size: int) -> torch.Tensor:
+    """(H, W) or (H, W, C) floats in [0, 1] → (channels, size, size) in [-1, 1]."""
     if x.ndim == 2:
         x = x[None]
     else:
