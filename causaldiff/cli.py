@@ -91,14 +91,11 @@ def cmd_counterfactual(args: argparse.Namespace) -> None:
     import torch
 
     from causaldiff.data.folder import write_folder
-    from causaldiff.interventions import parse_interventions
+    from causaldiff.interventions import resolve
     from causaldiff.viz import to_uint8
 
     pipe = _pipeline(args)
-    do = parse_interventions(args.do)
-    from causaldiff.interventions import validate
-
-    validate(do, pipe.graph)
+    do = resolve(args.do, pipe.graph)
     inp = _inputs(args, pipe, None)
     xs, labels = [], {k: [] for k in pipe.graph.order}
     for a in range(0, inp.x.shape[0], args.batch_size):
