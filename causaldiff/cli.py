@@ -226,9 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Training commands (fit, validate, test) take LightningCLI options: causaldiff fit --help.",
     )
     sub = p.add_subparsers(dest="command", required=True)
+    helps = {"fit": "train a CausalDiffAE from a YAML config", "validate": "validate a trained model",
+             "test": "test a trained model", "fit-predictor": "train the anti-causal predictor used by evaluate"}
     for name in LIGHTNING_COMMANDS:
-        sub.add_parser(name, help=f"{name} a model from a YAML config (LightningCLI; see `causaldiff {name} --help`)",
-                       add_help=False)
+        sub.add_parser(name, help=f"{helps[name]} (LightningCLI; see `causaldiff {name} --help`)", add_help=False)
 
     data = sub.add_parser("data", help="procedural datasets")
     dsub = data.add_subparsers(dest="data_command", required=True)

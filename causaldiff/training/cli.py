@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from pytorch_lightning.cli import LightningCLI
 
 from causaldiff.data.datamodule import CausalDataModule
@@ -25,6 +27,8 @@ class PredictorCLI(LightningCLI):
 
 def run_lightning_cli(argv: list[str]) -> None:
     """``fit``/``validate``/``test`` train the CausalDiffAE; ``fit-predictor`` trains the anti-causal predictor."""
+    # the console script passes its own argv on purpose (sys.argv stays intact for DDP's re-launch)
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     if argv[0] == "fit-predictor":
         from causaldiff.evaluation.predictor import PredictorModule
 
