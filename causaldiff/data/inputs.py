@@ -31,14 +31,18 @@ def folder_inputs(root: str | Path, graph: CausalGraph, size: int, channels: int
     return Inputs(x, labels, names)
 
 
-def checkpoint_inputs(checkpoint: str | Path, n: int, split: str = "test") -> Inputs:
-    """The first ``n`` items of the ``split`` of the dataset the checkpoint was trained on."""
-    ckpt = load_checkpoint(checkpoint)
-    hp = ckpt.get("datamodule_hyper_parameters")
+def checkpoint_datamodule(checkpoint: str | Path) -> CausalDataModule:
+    """The DataModule the checkpoint was trained with (same world or folder, seed and split)."""
+    hp = load_checkpoint(checkpoint).get("datamodule_hyper_parameters")
     if not hp:
         raise ValueError(f"{checkpoint} does not record its dataset; pass --input DIR with images + labels.csv")
     params = inspect.signature(CausalDataModule).parameters
-    dm = CausalDataModule(**{k: v for k, v in hp.items() if k in params})
+    return CausalDataModule(**{k: v for k, v in hp.items() if k in params})
+
+
+def checkpoint_inputs(checkpoint: str | Path, n: int, split: str = "test") -> Inputs:
+    """The first ``n`` items of the ``split`` of the dataset the checkpoint was trained on."""
+    dm = checkpoint_datamodule(checkpoint)
     ds = dm.subset(split if len(dm.splits[split]) else "train")
     count = min(n, len(ds))
     items = [ds[i] for i in range(count)]

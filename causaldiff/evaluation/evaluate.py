@@ -10,7 +10,6 @@ sample gets ``do(node = value of another random sample)``. Variants (switchable 
 
 from __future__ import annotations
 
-import inspect
 import time
 from dataclasses import dataclass
 
@@ -18,9 +17,9 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from causaldiff.checkpoint import load_checkpoint
 from causaldiff.counterfactual import CounterfactualPipeline
-from causaldiff.data.datamodule import CausalDataModule, WorldDataset
+from causaldiff.data.datamodule import WorldDataset
+from causaldiff.data.inputs import checkpoint_datamodule
 from causaldiff.evaluation.metrics import dci, frechet_distance, l1_255, label_error
 from causaldiff.evaluation.predictor import AntiCausalPredictor
 from causaldiff.models.causal_diffae import CausalDiffAE
@@ -39,10 +38,7 @@ class EvalData:
 
 def eval_data(checkpoint, n: int) -> EvalData:
     """The first ``n`` test items of the checkpoint's own dataset (with exogenous noise for worlds)."""
-    hp = load_checkpoint(checkpoint).get("datamodule_hyper_parameters")
-    if not hp:
-        raise ValueError(f"{checkpoint} does not record its dataset")
-    dm = CausalDataModule(**{k: v for k, v in hp.items() if k in inspect.signature(CausalDataModule).parameters})
+    dm = checkpoint_datamodule(checkpoint)
     idx = dm.splits["test"][:n]
     if len(idx) < 2 * len(dm.graph):
         raise ValueError(f"evaluation needs at least {2 * len(dm.graph)} test items, the test split has {len(idx)}")
