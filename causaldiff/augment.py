@@ -1,8 +1,9 @@
 """Counterfactual data augmentation: plan counterfactuals that balance a rare subgroup, then write them with
 Lightning ``trainer.predict`` and a ``BasePredictionWriter`` (resumable, atomic, DDP-splittable).
 
-Layout of ``--out``: ``manifest.json`` (the plan), ``items/<id>.png`` + ``items/<id>.json`` per finished item, and
-``labels.csv`` (written last, merged from the item files) in the folder format the loader reads.
+Layout of ``--out``: ``manifest.json`` (the plan), ``items/<id>.<png|npy>`` + ``items/<id>.json`` per finished item,
+and ``labels.csv`` (written last, merged from the item files) in the folder format the loader reads. Each image is
+written in its source's depth: 8- or 16-bit PNG, or float32 .npy in the source's intensity range (arrays, NIfTI, DICOM).
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from causaldiff.counterfactual import CounterfactualPipeline
 from causaldiff.data.inputs import Inputs
 from causaldiff.graph import CausalGraph
 from causaldiff.interventions import resolve
-from causaldiff.io import atomic_write_png, atomic_write_text, csv_text, format_value
-from causaldiff.viz import to_uint8
+from causaldiff.io import atomic_write_bytes, atomic_write_text, csv_text, encode_like, format_value
 
 
 def plan_balance(labels: dict[str, torch.Tensor], graph: CausalGraph, node: str, value: float,
@@ -54,7 +54,7 @@ def plan_explicit(n: int, do: list[str], per_image: int) -> list[dict]:
 
 
 class PlanDataset(Dataset):
-    """The plan's unfinished items: ``{"id", "x", "labels", "do"}``."""
+    """The plan's unfinished items: ``{"id", "x", "labels", "do", "source"}`` (source: the input's depth)."""
 
     def __init__(self, items: list[dict], inputs: Inputs):
         self.items, self.inputs = items, inputs
@@ -65,12 +65,14 @@ class PlanDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         item = self.items[i]
         s = item["source"]
-        return {"id": item["id"], "x": self.inputs.x[s], "do": item["do"],
+        depth = self.inputs.sources[s] if self.inputs.sources else {"depth": 8}
+        return {"id": item["id"], "x": self.inputs.x[s], "do": item["do"], "source": depth,
                 "labels": {k: v[s] for k, v in self.inputs.labels.items()}}
 
 
 def collate(batch: list[dict]) -> dict:
-    return {"id": [b["id"] for b in batch], "x": torch.stack([b["x"] for b in batch]), "do": [b["do"] for b in batch],
+    return {"id": [b["id"] for b in batch], "x": torch.stack([b["x"] for b in batch]),
+            "do": [b["do"] for b in batch], "source": [b["source"] for b in batch],
             "labels": {k: torch.stack([b["labels"][k] for b in batch]) for k in batch[0]["labels"]}}
 
 
@@ -90,13 +92,14 @@ class AugmentModule(pl.LightningModule):
             res = self.pipeline(batch["x"][idx], {k: v[idx] for k, v in batch["labels"].items()}, do.split(";"),
                                 self.steps, self.guidance, gen)
             for j, i in enumerate(idx):
-                out_x[i] = to_uint8(res.cf_x[j])
+                out_x[i] = (res.cf_x[j].cpu().numpy() + 1) / 2  # (C, H, W) in [0, 1]
                 out_labels[i] = {k: float(v[j]) for k, v in res.cf_labels.items()}
-        return {"id": batch["id"], "x": out_x, "labels": out_labels, "do": batch["do"]}
+        return {"id": batch["id"], "x": out_x, "labels": out_labels, "do": batch["do"], "source": batch["source"]}
 
 
 class ItemWriter(BasePredictionWriter):
-    """Writes each finished item's PNG, then its label record, atomically (a record implies its image)."""
+    """Writes each finished item's image, then its record (file, labels, do), atomically: a record implies its
+    image."""
 
     def __init__(self, out: Path):
         super().__init__(write_interval="batch")
@@ -104,8 +107,9 @@ class ItemWriter(BasePredictionWriter):
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
         for i, item_id in enumerate(prediction["id"]):
-            atomic_write_png(self.items / f"{item_id}.png", prediction["x"][i].numpy())
-            record = {"labels": prediction["labels"][i], "do": prediction["do"][i]}
+            suffix, data = encode_like(prediction["x"][i], prediction["source"][i])
+            atomic_write_bytes(self.items / f"{item_id}{suffix}", data)
+            record = {"file": f"items/{item_id}{suffix}", "labels": prediction["labels"][i], "do": prediction["do"][i]}
             atomic_write_text(self.items / f"{item_id}.json", json.dumps(record))
 
 
@@ -127,10 +131,10 @@ def merge_labels(out: Path, plan: dict, graph: CausalGraph, names: list[str]) ->
     rows = []
     for item in plan["items"]:
         rec_path = out / "items" / f"{item['id']}.json"
-        if not rec_path.is_file() or not (out / "items" / f"{item['id']}.png").is_file():
+        rec = json.loads(rec_path.read_text()) if rec_path.is_file() else None
+        if rec is None or not (out / rec["file"]).is_file():
             raise RuntimeError(f"item {item['id']} is missing; rerun the same command to finish")
-        rec = json.loads(rec_path.read_text())
-        rows.append([f"items/{item['id']}.png", *(format_value(rec["labels"][k]) for k in graph.order),
+        rows.append([rec["file"], *(format_value(rec["labels"][k]) for k in graph.order),
                      names[item["source"]], rec["do"], 1])
     atomic_write_text(out / "graph.yaml", graph.to_yaml())
     atomic_write_text(out / "labels.csv", csv_text(["file", *graph.order, "source_file", "intervention",

@@ -92,23 +92,26 @@ def cmd_counterfactual(args: argparse.Namespace) -> None:
 
     from causaldiff.data.folder import write_folder
     from causaldiff.interventions import resolve
-    from causaldiff.viz import to_uint8
+    from causaldiff.io import encode_like
 
     pipe = _pipeline(args)
     do = resolve(args.do, pipe.graph)
     inp = _inputs(args, pipe, None)
-    xs, labels = [], {k: [] for k in pipe.graph.order}
+    files, names, labels = [], [], {k: [] for k in pipe.graph.order}
     for a in range(0, inp.x.shape[0], args.batch_size):
         sl = slice(a, a + args.batch_size)
         out = pipe(inp.x[sl], {k: v[sl] for k, v in inp.labels.items()}, do, args.steps, args.guidance,
                    _generator(args.seed + a))
-        xs.append(to_uint8(out.cf_x))
+        for j, x in enumerate(out.cf_x.cpu().numpy()):  # each image in its source's depth
+            i = a + j
+            suffix, data = encode_like((x + 1) / 2, inp.sources[i] if inp.sources else {"depth": 8})
+            files.append(data)
+            names.append(f"cf_{_flat_stem(inp.names[i])}{suffix}")
         for k in labels:
             labels[k].append(out.cf_labels[k].cpu())
-    names = [f"cf_{Path(n).stem}.png" for n in inp.names]
     text = ";".join(str(iv) for iv in do)
     extra = {"source_file": inp.names, "intervention": [text] * len(names), "counterfactual": [1] * len(names)}
-    write_folder(args.out, torch.cat(xs), {k: torch.cat(v) for k, v in labels.items()}, pipe.graph, names, extra)
+    write_folder(args.out, files, {k: torch.cat(v) for k, v in labels.items()}, pipe.graph, names, extra)
     print(f"wrote {len(names)} counterfactual images and labels.csv to {args.out}")
 
 
@@ -198,6 +201,15 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(markdown(report))
     print(f"demo done in {time.perf_counter() - t0:.0f} s:\n  grid   {out / 'grid.png'} (+ grid.csv)\n"
           f"  report {out / 'report.md'} (+ report.json)\n  data   {data}")
+
+
+def _flat_stem(name: str) -> str:
+    """``sub/a.nii.gz`` → ``sub__a``: one flat, collision-free file stem per source path."""
+    for suffix in (".nii.gz", Path(name).suffix):
+        if suffix and name.lower().endswith(suffix.lower()):
+            name = name[: -len(suffix)]
+            break
+    return name.replace("/", "__")
 
 
 def _floats(text: str, flag: str) -> list[float]:

@@ -37,7 +37,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def png_bytes(image: np.ndarray) -> bytes:
-    """Encode a uint8 (C, H, W) or (H, W) array as PNG (1 channel → L, 3 → RGB)."""
+    """Encode a uint8 (C, H, W) or (H, W) array as PNG (1 channel → L, 3 → RGB); uint16 single-channel → 16-bit."""
     arr = np.asarray(image)
     if arr.ndim == 3:
         arr = arr[0] if arr.shape[0] == 1 else np.transpose(arr, (1, 2, 0))
@@ -48,6 +48,25 @@ def png_bytes(image: np.ndarray) -> bytes:
 
 def atomic_write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     return atomic_write_bytes(path, png_bytes(image))
+
+
+def encode_like(unit: np.ndarray, source: dict) -> tuple[str, bytes]:
+    """(suffix, file bytes) for a float (C, H, W) image in [0, 1], in its source's depth
+    (see :func:`causaldiff.data.folder.read_image`): 8-bit PNG, 16-bit PNG (single channel), or a float32 .npy
+    ((H, W) or (H, W, C)) mapped back to the source's raw intensity range ``[lo, hi]``."""
+    unit = np.clip(np.asarray(unit, dtype=np.float32), 0, 1)
+    depth = source.get("depth", 8)
+    if depth == "float":
+        lo, hi = source["range"]
+        arr = lo + unit * (hi - lo)
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(arr[0] if arr.shape[0] == 1 else np.transpose(arr, (1, 2, 0))))
+        return ".npy", buf.getvalue()
+    if depth == 16 and unit.shape[0] == 1:
+        return ".png", png_bytes(np.round(unit * 65535).astype(np.uint16))
+    if depth not in (8, 16):
+        raise ValueError(f"unknown image depth {depth!r}; expected 8, 16 or 'float'")
+    return ".png", png_bytes(np.round(unit * 255).astype(np.uint8))
 
 
 def csv_text(header: list[str], rows: list[list]) -> str:

@@ -104,3 +104,35 @@ def test_ddp_two_processes_split_the_plan(brain_folder, tmp_path):
     n = len(json.loads((out / "manifest.json").read_text())["items"])
     rows = (out / "labels.csv").read_text().splitlines()[1:]
     assert len(rows) == n == len({r.split(",")[0] for r in rows})  # one merged CSV, no duplicates
+
+
+def test_outputs_keep_each_source_depth(brain_folder, tmp_path):
+    """16-bit PNG in → 16-bit PNG out; a raw-intensity array in → float .npy out, in the source's range."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "mixed"
+    root.mkdir()
+    lines = (brain_folder / "labels.csv").read_text().splitlines()
+    rows = [lines[0]]
+    for i, line in enumerate(lines[1:3]):
+        name, rest = line.split(",", 1)
+        grey = np.asarray(Image.open(brain_folder / name), dtype=np.float32) / 255
+        if i == 0:
+            Image.fromarray((grey * 65535).astype(np.uint16)).save(root / "a16.png")
+            rows.append("a16.png," + rest)
+        else:
+            np.save(root / "b.npy", 300 + 1700 * grey)  # raw intensities in [300, 2000]
+            rows.append("b.npy," + rest)
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    (root / "graph.yaml").write_text((brain_folder / "graph.yaml").read_text())
+    out = tmp_path / "aug"
+    main(["augment", "--checkpoint", "brain32", "--do", "lesion=1", "--steps", "3", "--input", str(root),
+          "--out", str(out)])
+    files = [r.split(",")[0] for r in (out / "labels.csv").read_text().splitlines()[1:]]
+    assert files == ["items/000000.png", "items/000001.npy"]
+    with Image.open(out / files[0]) as im:
+        assert im.mode == "I;16" and np.asarray(im).max() > 255
+    arr = np.load(out / files[1])
+    assert arr.shape == (32, 32) and arr.dtype == np.float32 and 300 <= arr.min() < arr.max() <= 2000
+    assert len(FolderDataset(out, size=32, channels=1)) == 2

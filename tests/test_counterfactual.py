@@ -201,3 +201,20 @@ def test_per_sample_interventions(pipe_and_batch):
         from causaldiff.graph import CausalGraph
         from causaldiff.interventions import resolve
         resolve({"sex": torch.tensor([0.0, 2.0])}, CausalGraph.from_dict({"sex": {"kind": "binary"}}))
+
+
+def test_counterfactual_cli_keeps_source_depth_and_subfolder_names(tiny_ckpt, tmp_path):
+    import numpy as np
+
+    main(["data", "make", "pendulum", "--n", "2", "--size", "16", "--out", str(tmp_path / "in")])
+    root = tmp_path / "in"
+    (root / "sub").mkdir()
+    np.save(root / "sub" / "000000.npy", np.linspace(-50, 50, 16 * 16 * 3, dtype=np.float32).reshape(16, 16, 3))
+    lines = (root / "labels.csv").read_text().splitlines()
+    (root / "labels.csv").write_text("\n".join([lines[0], lines[1].replace("000000.png", "sub/000000.npy"), lines[2]]))
+    main(["counterfactual", "--checkpoint", str(tiny_ckpt), "--input", str(root), "--do", "light_angle=100",
+          "--steps", "3", "--out", str(tmp_path / "out")])
+    files = [r.split(",")[0] for r in (tmp_path / "out" / "labels.csv").read_text().splitlines()[1:]]
+    assert files == ["cf_sub__000000.npy", "cf_000001.png"]
+    arr = np.load(tmp_path / "out" / files[0])
+    assert arr.shape == (16, 16, 3) and -50 <= arr.min() < arr.max() <= 50

@@ -7,7 +7,7 @@ from PIL import Image
 
 from causaldiff.cli import main
 from causaldiff.data.datamodule import CausalDataModule
-from causaldiff.data.folder import FolderDataset, load_image
+from causaldiff.data.folder import FolderDataset, load_image, read_image
 from causaldiff.data.worlds import get_world
 
 GRAPH = {"age": {}, "sex": {"kind": "binary"}, "size": {"parents": ["age"]}}
@@ -142,3 +142,84 @@ def test_npy_inputs_are_normalised_per_image(tmp_path):
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(ValueError, match="unreadable array"):
         load_image(tmp_path / "obj.npy", 1, 8)
+
+
+def test_read_image_reports_the_source_depth(tmp_path):
+    Image.fromarray(np.full((8, 8), 1000, dtype=np.uint16)).save(tmp_path / "g16.png")
+    Image.fromarray(np.full((8, 8), 7, dtype=np.uint8)).save(tmp_path / "g8.png")
+    np.save(tmp_path / "a.npy", np.linspace(-5, 20, 64, dtype=np.float32).reshape(8, 8))
+    x16, src16 = read_image(tmp_path / "g16.png", 1, 8)
+    assert src16 == {"depth": 16} and torch.allclose(x16, torch.full_like(x16, 1000 / 65535 * 2 - 1))
+    assert read_image(tmp_path / "g8.png", 1, 8)[1] == {"depth": 8}
+    assert read_image(tmp_path / "a.npy", 1, 8)[1] == {"depth": "float", "range": [-5.0, 20.0]}
+
+
+def _dicom(path, pixels: np.ndarray, intercept: float):
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"  # CT image storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.RescaleSlope, ds.RescaleIntercept = 1, intercept
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_nifti_and_dicom_slices(tmp_path):
+    import nibabel
+
+    vol = np.linspace(0, 500, 64, dtype=np.float32).reshape(8, 8, 1)  # one slice of a volume
+    nibabel.save(nibabel.Nifti1Image(vol, np.eye(4)), tmp_path / "s.nii.gz")
+    x, src = read_image(tmp_path / "s.nii.gz", 1, 8)
+    assert src == {"depth": "float", "range": [0.0, 500.0]}
+    assert torch.allclose(x[0], torch.from_numpy(vol[..., 0] / 250 - 1), atol=1e-6)
+    nibabel.save(nibabel.Nifti1Image(np.zeros((4, 4, 3), np.float32), np.eye(4)), tmp_path / "v.nii")
+    with pytest.raises(ValueError, match=r"v.nii: expected one 2-D slice, got an array of shape \(4, 4, 3\)"):
+        load_image(tmp_path / "v.nii", 1, 8)
+
+    stored = np.arange(64).reshape(8, 8) * 50  # 12-bit stored values
+    _dicom(tmp_path / "ct.dcm", stored, intercept=-1024)
+    x, src = read_image(tmp_path / "ct.dcm", 1, 8)
+    assert src == {"depth": "float", "range": [-1024.0, 63 * 50 - 1024.0]}  # Hounsfield units
+    assert torch.allclose(x[0], torch.from_numpy(stored / (63 * 50) * 2 - 1).float(), atol=1e-6)
+    (tmp_path / "bad.dcm").write_bytes(b"not a dicom file")
+    with pytest.raises(ValueError, match="unreadable pydicom file .*bad.dcm"):
+        load_image(tmp_path / "bad.dcm", 1, 8)
+
+
+def test_missing_medical_extra_is_named(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_nibabel(name, *args, **kwargs):
+        if name == "nibabel":
+            raise ImportError("No module named 'nibabel'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_nibabel)
+    (tmp_path / "s.nii").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"needs nibabel; install it with: pip install causaldiff\[medical\]"):
+        load_image(tmp_path / "s.nii", 1, 8)
+
+
+def test_balance_draws_each_class_equally_often():
+    dm = CausalDataModule(world="brain", n=400, seed=1, batch_size=50, balance="lesion")
+    share = dm.train_labels()["lesion"].mean().item()
+    assert share < 0.15  # rare in the data
+    drawn = torch.cat([b["labels"]["lesion"] for _ in range(5) for b in dm.train_dataloader()])
+    assert abs(drawn.mean().item() - 0.5) < 0.06, drawn.mean()  # 1,600 draws: 3.5 sigma
+    assert dm.label_stats == CausalDataModule(world="brain", n=400, seed=1).label_stats  # fitted on the data as is
+    with pytest.raises(ValueError, match="balance: node 'age' is continuous"):
+        CausalDataModule(world="brain", n=50, balance="age").train_dataloader()
+    with pytest.raises(ValueError, match="balance: unknown node 'lesions'"):
+        CausalDataModule(world="brain", n=50, balance="lesions").train_dataloader()

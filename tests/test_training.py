@@ -131,3 +131,27 @@ def test_wandb_logger_offline_by_one_switch(tmp_path):
         os.chdir(cwd)
     runs = list((tmp_path / "runs" / "tiny" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
+
+
+def test_init_from_starts_from_a_checkpoints_weights(tiny_ckpt, tmp_path):
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    base = ["fit", "--config", str(CONFIG), f"--model.init_from={tiny_ckpt}", "--data.seed=3"]
+    try:  # lr 0: the weights after two steps are exactly the ones loaded
+        main([*base, "--trainer.max_steps=2", "--model.lr=0"])
+        with pytest.raises(ValueError, match="init_from .*architecture differs"):
+            main([*base, "--trainer.max_steps=2", "--model.latent_dim=8",
+                  "--trainer.default_root_dir=other", "--trainer.callbacks=[]", "--trainer.logger=false"])
+        with pytest.raises(ValueError, match="init_from .*do not match this run's"):
+            main([*base, "--trainer.max_steps=2", "--data.size=8", "--trainer.default_root_dir=other",
+                  "--trainer.callbacks=[]", "--trainer.logger=false"])
+    finally:
+        os.chdir(cwd)
+    src = torch.load(tiny_ckpt, weights_only=True)["state_dict"]
+    new = torch.load(tmp_path / "runs/tiny/checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    for key in ("unet.conv_in.weight", "encoder.head.weight", "mechanisms.f.2.0.weight", "condition_proj.null"):
+        assert torch.equal(new[f"model.{key}"], src[f"ema_model.{key}"]), key
+        assert torch.equal(new[f"ema_model.{key}"], src[f"ema_model.{key}"]), key
+    # label statistics and the attribute SCM come from this run's data (seed 3), not the checkpoint's
+    assert not torch.equal(new["model.alignment.loc"], src["model.alignment.loc"])
+    assert not torch.equal(new["model.scm.quantiles"], src["model.scm.quantiles"])

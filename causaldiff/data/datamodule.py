@@ -6,7 +6,7 @@ from functools import cached_property
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset, WeightedRandomSampler
 
 from causaldiff.data.folder import FolderDataset
 from causaldiff.data.worlds import get_world
@@ -60,11 +60,14 @@ class CausalDataModule(pl.LightningDataModule):
         seed: seed for world sampling and for the train/val/test split.
         val_fraction, test_fraction: split fractions.
         batch_size, num_workers: DataLoader settings.
+        balance: a discrete node whose classes (and unlabelled items, as one more group) the training batches draw
+            equally often, with replacement: for long-tail data whose rare subgroup the decoder must learn to draw.
+            Only the batch stream changes; label statistics and the attribute SCM are fitted on the train split as is.
     """
 
     def __init__(self, world: str | None = None, folder: str | None = None, folder_graph: dict | None = None,
                  n: int = 10000, size: int = 32, folder_channels: int = 3, seed: int = 0, val_fraction: float = 0.1,
-                 test_fraction: float = 0.1, batch_size: int = 64, num_workers: int = 0):
+                 test_fraction: float = 0.1, batch_size: int = 64, num_workers: int = 0, balance: str | None = None):
         super().__init__()
         self.save_hyperparameters()  # stored in checkpoints, so grids and evaluation can find the same data
         if (world is None) == (folder is None):
@@ -74,7 +77,7 @@ class CausalDataModule(pl.LightningDataModule):
         self.world, self.folder, self.folder_graph = world, folder, folder_graph
         self.n, self.size, self.folder_channels, self.seed = n, size, folder_channels, seed
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
-        self.batch_size, self.num_workers = batch_size, num_workers
+        self.batch_size, self.num_workers, self.balance = batch_size, num_workers, balance
 
     @cached_property
     def dataset(self) -> Dataset:
@@ -117,13 +120,28 @@ class CausalDataModule(pl.LightningDataModule):
     def subset(self, split: str) -> Dataset:
         return Subset(self.dataset, self.splits[split].tolist())
 
+    def balance_weights(self) -> torch.Tensor:
+        """(N_train,) sampling weights giving each class of ``balance`` (and the unlabelled) an equal share."""
+        node = self.balance
+        if node not in self.graph:
+            raise ValueError(f"balance: unknown node {node!r}; nodes are {self.graph.order}")
+        if not self.graph[node].discrete:
+            raise ValueError(f"balance: node {node!r} is continuous; only a discrete node can be balanced")
+        y = self.train_labels()[node]
+        group = torch.where(y.isfinite(), y, torch.full_like(y, -1.0))
+        _, inverse, counts = torch.unique(group, return_inverse=True, return_counts=True)
+        return 1.0 / counts[inverse].double()
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self.subset(split)
         if len(ds) == 0:
             raise ValueError(f"the {split} split is empty; raise {split}_fraction or n")
         gen = torch.Generator().manual_seed(self.seed)
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          generator=gen, drop_last=shuffle and len(ds) > self.batch_size,
+        sampler = None
+        if shuffle and self.balance is not None:
+            sampler = WeightedRandomSampler(self.balance_weights(), len(ds), replacement=True, generator=gen)
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                          num_workers=self.num_workers, generator=gen, drop_last=shuffle and len(ds) > self.batch_size,
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:

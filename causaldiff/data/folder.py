@@ -12,8 +12,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from causaldiff.data.medical import is_medical, load_slice
 from causaldiff.graph import CausalGraph
-from causaldiff.io import atomic_write_png, atomic_write_text, csv_text, format_value
+from causaldiff.io import atomic_write_bytes, atomic_write_text, csv_text, format_value, png_bytes
 
 MAX_PIXELS = 64_000_000  # larger images are refused before decoding (decompression-bomb guard)
 
@@ -71,34 +72,50 @@ def safe_path(root: Path, rel: str, source: Path) -> Path:
 
 
 def load_image(path: Path, channels: int, size: int) -> torch.Tensor:
-    """Read an image file as float (C, size, size) in [-1, 1]; 8/16-bit, grey, RGB and RGBA accepted."""
+    """Read an image file as float (C, size, size) in [-1, 1]; 8/16-bit, grey, RGB, RGBA, .npy, NIfTI, DICOM."""
+    return read_image(path, channels, size)[0]
+
+
+def read_image(path: Path, channels: int, size: int) -> tuple[torch.Tensor, dict]:
+    """(C, size, size) in [-1, 1] and the source's depth, to write an image like it back (:func:`encode_like`):
+    ``{"depth": 8}`` or ``{"depth": 16}`` (PNG and other images), ``{"depth": "float", "range": [lo, hi]}`` (arrays and
+    scans, normalised per image by min-max; lo, hi are the raw intensities that map to 0 and 1)."""
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
-    if path.suffix.lower() == ".npy":
-        return _from_unit(torch.from_numpy(_load_npy(path)), channels, size)
+    if path.suffix.lower() == ".npy" or is_medical(path):
+        raw = load_slice(path) if is_medical(path) else _load_npy(path)
+        arr, lo, hi = _normalise(raw, path)
+        return _from_unit(torch.from_numpy(arr), channels, size), {"depth": "float", "range": [lo, hi]}
     try:
         with Image.open(path) as im:
             if im.width * im.height > MAX_PIXELS:
                 raise ValueError(f"{path}: image of {im.width}x{im.height} pixels exceeds the {MAX_PIXELS} limit")
             im.load()
-            arr = _to_unit(im)
+            arr, depth = _to_unit(im)
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"unreadable image {path}: {e}") from None
-    return _from_unit(torch.from_numpy(arr), channels, size)
+    return _from_unit(torch.from_numpy(arr), channels, size), {"depth": depth}
 
 
 def _load_npy(path: Path) -> np.ndarray:
-    """A (H, W) or (H, W, C) array (no pickles), intensities normalised per image to [0, 1] (min-max)."""
+    """A (H, W) or (H, W, C) float32 array from a .npy file (pickles refused)."""
     try:
         arr = np.load(path, allow_pickle=False).astype(np.float32)
     except (ValueError, OSError) as e:
         raise ValueError(f"unreadable array {path}: {e}") from None
     if arr.ndim not in (2, 3) or arr.size > MAX_PIXELS or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
         raise ValueError(f"{path}: expected a (H, W) or (H, W, C<=4) array, got shape {arr.shape}")
+    return arr
+
+
+def _normalise(arr: np.ndarray, path: Path) -> tuple[np.ndarray, float, float]:
+    """Min-max normalisation per image to [0, 1]; returns (array, lo, hi)."""
+    if arr.size > MAX_PIXELS:
+        raise ValueError(f"{path}: array of {arr.size} values exceeds the {MAX_PIXELS} limit")
     if not np.isfinite(arr).all():
         raise ValueError(f"{path}: array has NaN or infinite values")
-    lo, hi = arr.min(), arr.max()
-    return (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+    lo, hi = float(arr.min()), float(arr.max())
+    return ((arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)), lo, hi
 
 
 def _from_unit(x: torch.Tensor, channels: int, size: int) -> torch.Tensor:
@@ -118,14 +135,15 @@ def _from_unit(x: torch.Tensor, channels: int, size: int) -> torch.Tensor:
     return x.clamp(0, 1) * 2 - 1
 
 
-def _to_unit(im: Image.Image) -> np.ndarray:
-    """Pixels as float32 in [0, 1], keeping 16-bit precision."""
+def _to_unit(im: Image.Image) -> tuple[np.ndarray, int]:
+    """Pixels as float32 in [0, 1], keeping 16-bit precision, and the bit depth (8 or 16)."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(im, dtype=np.float32)
-        return arr / (65535.0 if arr.max(initial=0) > 255 or im.mode.startswith("I;16") else 255.0)
+        depth = 16 if arr.max(initial=0) > 255 or im.mode.startswith("I;16") else 8
+        return arr / (2.0**depth - 1), depth
     if im.mode not in ("L", "RGB", "RGBA"):
         im = im.convert("RGBA" if "A" in im.mode or "transparency" in im.info else "RGB")
-    return np.asarray(im, dtype=np.float32) / 255.0
+    return np.asarray(im, dtype=np.float32) / 255.0, 8
 
 
 class FolderDataset(Dataset):
@@ -164,19 +182,20 @@ def read_graph(root: Path) -> CausalGraph:
     return CausalGraph.from_yaml(path.read_text())
 
 
-def write_folder(out: str | os.PathLike, images: torch.Tensor, labels: dict[str, torch.Tensor], graph: CausalGraph,
-                 names: list[str] | None = None, extra: dict[str, list] | None = None) -> Path:
-    """Write uint8 images (N, C, H, W) as PNGs plus ``labels.csv`` and ``graph.yaml``, each file atomically.
+def write_folder(out: str | os.PathLike, images: torch.Tensor | list[bytes], labels: dict[str, torch.Tensor],
+                 graph: CausalGraph, names: list[str] | None = None, extra: dict[str, list] | None = None) -> Path:
+    """Write images (uint8 (N, C, H, W) as PNGs, or already-encoded file bytes) plus ``labels.csv`` and
+    ``graph.yaml``, each file atomically.
 
     The CSV is written last, so a folder whose CSV exists is complete. ``extra`` adds columns after the labels.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    n = images.shape[0]
+    n = len(images)
     names = names or [f"{i:06d}.png" for i in range(n)]
-    arr = images.cpu().numpy()
     for i in range(n):
-        atomic_write_png(out / names[i], arr[i])
+        data = images[i] if isinstance(images[i], bytes) else png_bytes(images[i].cpu().numpy())
+        atomic_write_bytes(out / names[i], data)
     atomic_write_text(out / "graph.yaml", graph.to_yaml())
     extra = extra or {}
     header = ["file", *graph.order, *extra]

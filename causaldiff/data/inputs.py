@@ -10,7 +10,7 @@ import torch
 
 from causaldiff.checkpoint import load_checkpoint
 from causaldiff.data.datamodule import CausalDataModule
-from causaldiff.data.folder import FolderDataset
+from causaldiff.data.folder import FolderDataset, read_image
 from causaldiff.graph import CausalGraph
 
 
@@ -19,16 +19,17 @@ class Inputs:
     x: torch.Tensor  # (N, C, H, W) in [-1, 1]
     labels: dict[str, torch.Tensor]  # raw units, NaN = unknown (read back from the image)
     names: list[str]  # source file (folder) or dataset index
+    sources: list[dict] | None = None  # each image's depth (see folder.read_image); None: 8-bit
 
 
 def folder_inputs(root: str | Path, graph: CausalGraph, size: int, channels: int, n: int | None = None) -> Inputs:
     """All (or the first ``n``) images of a folder with labels.csv, resized to the model's size."""
     ds = FolderDataset(root, graph, size, channels)
     count = len(ds) if n is None else min(n, len(ds))
-    x = torch.stack([ds[i]["x"] for i in range(count)])
+    read = [read_image(f, channels, size) for f in ds.files[:count]]
     labels = {k: v[:count].clone() for k, v in ds.labels.items()}
     names = [str(f.relative_to(Path(root).resolve())) for f in ds.files[:count]]
-    return Inputs(x, labels, names)
+    return Inputs(torch.stack([x for x, _ in read]), labels, names, [src for _, src in read])
 
 
 def checkpoint_datamodule(checkpoint: str | Path) -> CausalDataModule:

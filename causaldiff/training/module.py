@@ -9,13 +9,19 @@ import math
 import pytorch_lightning as pl
 import torch
 
+from causaldiff.graph import CausalGraph
 from causaldiff.models.causal_diffae import CausalDiffAE
 from causaldiff.training.losses import diffae_loss
 
 
 class CausalDiffAEModule(pl.LightningModule):
     """Trains a :class:`CausalDiffAE`. The model's arguments come first (linked from the data: graph, label_stats,
-    image_size, channels); then optimisation and loss weights."""
+    image_size, channels); then optimisation and loss weights.
+
+    ``init_from`` (a checkpoint path or shipped model name) starts training from that model's weights (EMA when it
+    has them) instead of from scratch: fine-tuning. The architecture and graph must match; label statistics and the
+    attribute SCM still come from this run's data. A resumed run (``ckpt_path``) restores its own weights over them.
+    """
 
     def __init__(self, graph: dict, label_stats: dict | None = None, image_size: int = 32, channels: int = 3,
                  latent_dim: int = 16, style_dim: int = 32, encoder_widths: tuple[int, ...] = (32, 64, 128),
@@ -24,7 +30,8 @@ class CausalDiffAEModule(pl.LightningModule):
                  num_train_timesteps: int = 1000, beta_schedule: str = "linear",
                  lr: float = 2e-4, weight_decay: float = 0.0, warmup_steps: int = 100, ema_decay: float = 0.999,
                  beta_z: float = 1.0, beta_u: float = 0.01, beta_s: float = 0.01, beta_read: float = 1.0,
-                 kl_warmup_steps: int = 500, p_uncond: float = 0.1, channels_last: bool = False):
+                 kl_warmup_steps: int = 500, p_uncond: float = 0.1, channels_last: bool = False,
+                 init_from: str | None = None):
         super().__init__()
         self.save_hyperparameters()
         model_args = {k: v for k, v in self.hparams.items() if k in inspect.signature(CausalDiffAE).parameters}
@@ -32,6 +39,8 @@ class CausalDiffAEModule(pl.LightningModule):
         self.ema_model = copy.deepcopy(self.model).requires_grad_(False)
 
     def setup(self, stage: str) -> None:
+        if stage == "fit" and self.hparams.init_from:
+            self._load_initial_weights(self.hparams.init_from)
         if stage == "fit" and not bool(self.model.scm.fitted):
             dm = self.trainer.datamodule
             if dm is None or not hasattr(dm, "train_labels"):
@@ -40,6 +49,30 @@ class CausalDiffAEModule(pl.LightningModule):
             self.ema_model.scm.load_state_dict(self.model.scm.state_dict())
         if self.hparams.channels_last:
             self.to(memory_format=torch.channels_last)
+
+    def _load_initial_weights(self, name_or_path: str) -> None:
+        """Copy network weights from a checkpoint into model and EMA; keep this data's label stats and SCM."""
+        from causaldiff.checkpoint import load_checkpoint, model_state
+
+        ckpt = load_checkpoint(name_or_path)
+        own = ("alignment.loc", "alignment.scale")
+        state = {k: v for k, v in model_state(ckpt, name_or_path).items()
+                 if not k.startswith("scm.") and k not in own}
+        hp = ckpt.get("hyper_parameters", {})
+        theirs = (CausalGraph.from_dict(hp["graph"]).to_dict() if "graph" in hp else None,
+                  hp.get("image_size"), hp.get("channels"))
+        mine = (self.model.graph.to_dict(), self.hparams.image_size, self.hparams.channels)
+        if theirs != mine:
+            raise ValueError(f"init_from {name_or_path}: its (graph, image_size, channels) {theirs} do not match this "
+                             f"run's {mine}")
+        for model in (self.model, self.ema_model):
+            try:
+                missing, unexpected = model.load_state_dict(state, strict=False)
+            except RuntimeError as e:  # a size mismatch
+                raise ValueError(f"init_from {name_or_path}: architecture differs: {e}") from None
+            wrong = [k for k in missing if not k.startswith("scm.") and k not in own] + list(unexpected)
+            if wrong:
+                raise ValueError(f"init_from {name_or_path}: architecture differs (mismatched keys {wrong[:5]})")
 
     def _batch(self, batch: dict) -> dict:
         if self.hparams.channels_last:
