@@ -155,3 +155,32 @@ def test_init_from_starts_from_a_checkpoints_weights(tiny_ckpt, tmp_path):
     # label statistics and the attribute SCM come from this run's data (seed 3), not the checkpoint's
     assert not torch.equal(new["model.alignment.loc"], src["model.alignment.loc"])
     assert not torch.equal(new["model.scm.quantiles"], src["model.scm.quantiles"])
+
+
+def test_p2_weighting_moves_weight_to_noisy_steps():
+    from causaldiff.diffusion.schedule import alphas_cumprod, scheduler_config
+    from causaldiff.training.losses import p2_weights
+
+    w = p2_weights(alphas_cumprod(scheduler_config(1000)), gamma=1.0)
+    assert w.mean().item() == pytest.approx(1.0) and bool((w[1:] >= w[:-1]).all())
+    assert w[0] < 1e-3 and w[-1] > 1.3  # clean steps count ~0, the noisiest ~1.38x the mean
+    model, batch = tiny_model()
+    torch.manual_seed(0)
+    plain = diffae_loss(model, batch)
+    torch.manual_seed(0)
+    same = diffae_loss(model, batch, p2_gamma=0.0)
+    torch.manual_seed(0)
+    weighted = diffae_loss(model, batch, p2_gamma=1.0)
+    assert torch.equal(plain["mse"], same["mse"]) and not torch.equal(plain["mse"], weighted["mse"])
+
+
+def test_latent_noise_zero_feeds_the_posterior_mean():
+    model, batch = tiny_model()
+    reads = {}
+    for scale in (0.0, 1.0):
+        reads[scale] = []
+        for seed in (1, 2):
+            torch.manual_seed(seed)
+            reads[scale].append(diffae_loss(model, batch, latent_noise=scale)["readout"])
+    assert torch.equal(*reads[0.0])  # the mean: no draw reaches the read-out
+    assert not torch.equal(*reads[1.0])

@@ -30,7 +30,8 @@ class CausalDiffAEModule(pl.LightningModule):
                  num_train_timesteps: int = 1000, beta_schedule: str = "linear",
                  lr: float = 2e-4, weight_decay: float = 0.0, warmup_steps: int = 100, ema_decay: float = 0.999,
                  beta_z: float = 1.0, beta_u: float = 0.01, beta_s: float = 0.01, beta_read: float = 1.0,
-                 kl_warmup_steps: int = 500, p_uncond: float = 0.1, channels_last: bool = False,
+                 kl_warmup_steps: int = 500, p_uncond: float = 0.1, p2_gamma: float = 0.0, p2_k: float = 1.0,
+                 latent_noise: float = 1.0, channels_last: bool = False,
                  init_from: str | None = None):
         super().__init__()
         self.save_hyperparameters()
@@ -83,7 +84,7 @@ class CausalDiffAEModule(pl.LightningModule):
         h = self.hparams
         kl_weight = min(1.0, (self.global_step + 1) / max(1, h.kl_warmup_steps))
         return diffae_loss(model, self._batch(batch), kl_weight, h.beta_z, h.beta_u, h.beta_s, h.beta_read,
-                           h.p_uncond)
+                           h.p_uncond, h.p2_gamma, h.p2_k, h.latent_noise)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         terms = self._loss(self.model, batch)
