@@ -142,10 +142,54 @@ def merge_labels(out: Path, plan: dict, graph: CausalGraph, names: list[str]) ->
     return len(rows)
 
 
+def read_back(out: Path, predictor, graph: CausalGraph, size: int, channels: int, batch: int = 256) -> dict:
+    """Check a finished augmentation with an anti-causal predictor: does each image show its intervened labels?
+
+    Adds a ``read_back_<node>`` column (the predictor's reading, on rows that intervened on the node) to labels.csv
+    and writes ``read_back.json``: per node, the share read back as the intended class (discrete) or the mean absolute
+    error in label units and in training-label stds (continuous). Returns that summary.
+    """
+    import csv
+
+    if predictor.graph.order != graph.order:
+        raise ValueError(f"predictor graph {predictor.graph.order} does not match the model's {graph.order}")
+    from causaldiff.data.folder import FolderDataset
+
+    ds = FolderDataset(out, graph, size, channels)
+    x = torch.stack([ds[i]["x"] for i in range(len(ds))])
+    got = [predictor.predict(x[a:a + batch]) for a in range(0, len(x), batch)]
+    got = {k: torch.cat([g[k] for g in got]) for k in graph.order}
+    with open(out / "labels.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    header, rows = rows[0], rows[1:]
+    col = header.index("intervention")
+    touched = [{iv.node for iv in resolve(r[col].split(";"), graph)} if r[col].strip() else set() for r in rows]
+    summary, extra = {}, {}
+    for i, node in enumerate(graph.order):
+        on = torch.tensor([node in t for t in touched])
+        if not on.any():
+            continue
+        want, read = ds.labels[node][on], got[node][on]
+        if graph[node].discrete:
+            summary[node] = {"n": int(on.sum()), "read_back_share": round((read == want).float().mean().item(), 4)}
+        else:
+            mae = (read - want).abs().mean().item()
+            summary[node] = {"n": int(on.sum()), "mae": round(mae, 4),
+                             "mae_in_stds": round(mae / predictor.scale[i].item(), 4)}
+        extra[f"read_back_{node}"] = [format_value(float(v)) if t else "" for v, t in zip(got[node], on.tolist())]
+    keep = [j for j, h in enumerate(header) if not h.startswith("read_back_")]  # a rerun replaces old readings
+    header = [header[j] for j in keep] + list(extra)
+    rows = [[r[j] for j in keep] + [extra[c][k] for c in extra] for k, r in enumerate(rows)]
+    atomic_write_text(out / "labels.csv", csv_text(header, rows))
+    atomic_write_text(out / "read_back.json", json.dumps(summary, indent=1))
+    return summary
+
+
 def run_augment(pipeline: CounterfactualPipeline, inputs: Inputs, out: str | Path, items: list[dict], args: dict,
                 steps: int = 50, guidance: float = 1.0, seed: int = 0, batch_size: int = 32, devices: int = 1,
-                strategy: str = "auto", accelerator: str = "auto") -> int:
-    """Plan → manifest → predict the unfinished items → merged labels.csv. Returns the number of items."""
+                strategy: str = "auto", accelerator: str = "auto", predictor=None) -> int:
+    """Plan → manifest → predict the unfinished items → merged labels.csv (→ :func:`read_back` with a predictor).
+    Returns the number of items."""
     out = Path(out)
     plan = load_or_write_plan(out, {**args, "n_inputs": len(inputs.names),
                                     "items": [{"id": f"{i:06d}", **it} for i, it in enumerate(items)]})
@@ -158,4 +202,11 @@ def run_augment(pipeline: CounterfactualPipeline, inputs: Inputs, out: str | Pat
         trainer.strategy.barrier()  # every rank's items are on disk before rank zero merges
         if trainer.global_rank != 0:
             return len(plan["items"])
-    return merge_labels(out, plan, pipeline.graph, inputs.names)
+    n = merge_labels(out, plan, pipeline.graph, inputs.names)
+    if predictor is not None and n:
+        m = pipeline.model
+        for node, res in read_back(out, predictor, pipeline.graph, m.image_size, m.channels).items():
+            text = (f"{res['read_back_share']:.1%} read back as intended" if "read_back_share" in res
+                    else f"mean error {res['mae']:.4g} ({res['mae_in_stds']:.2f} label stds)")
+            print(f"read-back of {node} on {res['n']} counterfactuals: {text}")
+    return n

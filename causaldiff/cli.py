@@ -43,6 +43,16 @@ def _pipeline(args):
     return CounterfactualPipeline.from_checkpoint(args.checkpoint, device=device, mode=args.mode)
 
 
+def _predictor(path, pipe):
+    """An anti-causal predictor checkpoint whose graph must be the model's."""
+    from causaldiff.evaluation.predictor import AntiCausalPredictor
+
+    predictor = AntiCausalPredictor.from_checkpoint(path)
+    if predictor.graph.order != pipe.graph.order:
+        raise ValueError(f"predictor graph {predictor.graph.order} does not match the model's {pipe.graph.order}")
+    return predictor
+
+
 def _inputs(args, pipe, n):
     from causaldiff.data.inputs import checkpoint_inputs, folder_inputs
 
@@ -119,13 +129,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     import json
 
     from causaldiff.evaluation.evaluate import Evaluator, eval_data, markdown
-    from causaldiff.evaluation.predictor import AntiCausalPredictor
     from causaldiff.io import atomic_write_text
 
     pipe = _pipeline(args)
-    predictor = AntiCausalPredictor.from_checkpoint(args.predictor)
-    if predictor.graph.order != pipe.graph.order:
-        raise ValueError(f"predictor graph {predictor.graph.order} does not match the model's {pipe.graph.order}")
+    predictor = _predictor(args.predictor, pipe)
     report = Evaluator(pipe.model, predictor, eval_data(args.checkpoint, args.n), args.steps, args.cycles,
                        args.seed, args.batch_size, args.variants, capture=args.capture).run()
     out = Path(args.out)
@@ -152,8 +159,9 @@ def cmd_augment(args: argparse.Namespace) -> None:
     plan_args = {"checkpoint": str(args.checkpoint), "input": str(args.input), "balance": args.balance,
                  "value": args.value, "target_fraction": args.target_fraction, "do": args.do,
                  "per_image": args.per_image, "steps": args.steps, "guidance": args.guidance, "seed": args.seed}
+    predictor = _predictor(args.predictor, pipe) if args.predictor else None
     n = run_augment(pipe, inp, args.out, items, plan_args, args.steps, args.guidance, args.seed, args.batch_size,
-                    args.devices, args.strategy)
+                    args.devices, args.strategy, predictor=predictor)
     print(f"{n} counterfactual images and labels.csv in {args.out}")
 
 
@@ -292,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     aug.add_argument("--devices", type=int, default=1, help="processes / GPUs (default 1)")
     aug.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default auto)")
     aug.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
+    aug.add_argument("--predictor", help="anti-causal predictor checkpoint: read each counterfactual's intervened "
+                     "labels back (read_back_<node> columns, read_back.json) to catch interventions that did not show")
     aug.set_defaults(func=cmd_augment)
 
     models = sub.add_parser("models", help="list the shipped pretrained checkpoints (use their names as --checkpoint)")

@@ -136,3 +136,43 @@ def test_outputs_keep_each_source_depth(brain_folder, tmp_path):
     arr = np.load(out / files[1])
     assert arr.shape == (32, 32) and arr.dtype == np.float32 and 300 <= arr.min() < arr.max() <= 2000
     assert len(FolderDataset(out, size=32, channels=1)) == 2
+
+
+def test_predictor_reads_the_interventions_back(tiny_ckpt, tiny_predictor, tmp_path):
+    main(["data", "make", "pendulum", "--n", "6", "--size", "16", "--out", str(tmp_path / "in")])
+    out = tmp_path / "aug"
+    cmd = ["augment", "--checkpoint", str(tiny_ckpt), "--input", str(tmp_path / "in"), "--do", "light_angle=100",
+           "--steps", "3", "--out", str(out), "--predictor", str(tiny_predictor)]
+    main(cmd)
+    summary = json.loads((out / "read_back.json").read_text())
+    assert list(summary) == ["light_angle"] and summary["light_angle"]["n"] == 6
+    lines = (out / "labels.csv").read_text().splitlines()
+    assert lines[0].endswith(",counterfactual,read_back_light_angle")
+    readings = [float(r.split(",")[-1]) for r in lines[1:]]
+    mae = sum(abs(v - 100) for v in readings) / 6
+    assert summary["light_angle"]["mae"] == pytest.approx(mae, abs=1e-3)
+    main(cmd)  # a rerun replaces the readings instead of adding a second column
+    assert (out / "labels.csv").read_text().splitlines()[0].count("read_back_") == 1
+    assert len(FolderDataset(out, size=16, channels=3)) == 6
+
+
+def test_read_back_share_for_a_discrete_node(tmp_path):
+    """Classes are compared exactly: the share of images whose predicted class is the intended one."""
+    from causaldiff.augment import read_back
+    from causaldiff.data.folder import write_folder
+
+    g = CausalGraph.from_dict({"lesion": {"kind": "binary"}})
+    images = torch.zeros(4, 1, 8, 8, dtype=torch.uint8)
+    write_folder(tmp_path, images, {"lesion": torch.ones(4)}, g,
+                 extra={"intervention": ["lesion=1"] * 3 + [""], "counterfactual": [1] * 4})
+
+    class Fixed:  # reads lesion=1 on the first two images only
+        graph = g
+        scale = torch.ones(1)
+
+        def predict(self, x):
+            return {"lesion": torch.tensor([1.0, 1.0, 0.0, 0.0])[: len(x)]}
+
+    assert read_back(tmp_path, Fixed(), g, 8, 1) == {"lesion": {"n": 3, "read_back_share": 0.6667}}
+    rows = (tmp_path / "labels.csv").read_text().splitlines()
+    assert [r.split(",")[-1] for r in rows[1:]] == ["1", "1", "0", ""]
