@@ -176,3 +176,9 @@ def test_read_back_share_for_a_discrete_node(tmp_path):
     assert read_back(tmp_path, Fixed(), g, 8, 1) == {"lesion": {"n": 3, "read_back_share": 0.6667}}
     rows = (tmp_path / "labels.csv").read_text().splitlines()
     assert [r.split(",")[-1] for r in rows[1:]] == ["1", "1", "0", ""]
+
+
+def test_predictor_of_another_graph_is_refused_before_generating(brain_folder, tiny_predictor, tmp_path):
+    with pytest.raises(SystemExit, match="predictor graph .* does not match the model's"):
+        main([*AUG, "--input", str(brain_folder), "--out", str(tmp_path / "aug"), "--predictor", str(tiny_predictor)])
+    assert not (tmp_path / "aug").exists()  # nothing planned or written
