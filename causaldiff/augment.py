@@ -8,6 +8,7 @@ written in its source's depth: 8- or 16-bit PNG, or float32 .npy in the source's
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -18,6 +19,7 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import Dataset
 
 from causaldiff.counterfactual import CounterfactualPipeline
+from causaldiff.data.folder import FolderDataset
 from causaldiff.data.inputs import Inputs
 from causaldiff.graph import CausalGraph
 from causaldiff.interventions import resolve
@@ -149,12 +151,8 @@ def read_back(out: Path, predictor, graph: CausalGraph, size: int, channels: int
     and writes ``read_back.json``: per node, the share read back as the intended class (discrete) or the mean absolute
     error in label units and in training-label stds (continuous). Returns that summary.
     """
-    import csv
-
     if predictor.graph.order != graph.order:
         raise ValueError(f"predictor graph {predictor.graph.order} does not match the model's {graph.order}")
-    from causaldiff.data.folder import FolderDataset
-
     ds = FolderDataset(out, graph, size, channels)
     x = torch.stack([ds[i]["x"] for i in range(len(ds))])
     got = [predictor.predict(x[a:a + batch]) for a in range(0, len(x), batch)]

@@ -213,11 +213,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def _flat_stem(name: str) -> str:
     """``sub/a.nii.gz`` → ``sub__a``: one flat, collision-free file stem per source path."""
-    for suffix in (".nii.gz", Path(name).suffix):
-        if suffix and name.lower().endswith(suffix.lower()):
-            name = name[: -len(suffix)]
-            break
-    return name.replace("/", "__")
+    stem = name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else str(Path(name).with_suffix(""))
+    return stem.replace("/", "__")
 
 
 def _floats(text: str, flag: str) -> list[float]:

@@ -103,7 +103,7 @@ def _load_npy(path: Path) -> np.ndarray:
         arr = np.load(path, allow_pickle=False).astype(np.float32)
     except (ValueError, OSError) as e:
         raise ValueError(f"unreadable array {path}: {e}") from None
-    if arr.ndim not in (2, 3) or arr.size > MAX_PIXELS or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
         raise ValueError(f"{path}: expected a (H, W) or (H, W, C<=4) array, got shape {arr.shape}")
     return arr
 
