@@ -1,10 +1,9 @@
-"""How much does the decoder use a node's latent block? At noise level t, the x0 prediction
-``(x_t - sqrt(1 - a_t) eps(x_t, t, c)) / sqrt(a_t)`` is made under ``do(node=a)`` and ``do(node=b)`` from the same
-x_t; the table reports the mean over images of the largest per-pixel difference (in [-1, 1] units; the brain world's
-lesion is a blob of amplitude 0.8). A decoder that ignores the block gives ~0 at every t.
+"""Does the decoder obey its condition? Swap test, x0 sensitivity and collapse check for each checkpoint
+(definitions in ``causaldiff/evaluation/condition_use.py``), on the first ``--n`` test images of its own world.
 
-Run: ``python benchmarks/condition_use.py --checkpoint brain32 runs/brain32_balanced/checkpoints/last.ckpt
---pairs lesion:0,1 ventricle_volume:15,40``; writes benchmarks/results/condition_use.json.
+Run: ``python benchmarks/condition_use.py --checkpoint pendulum32 morpho32 brain32 --predictor
+benchmarks/predictors/pendulum32.ckpt benchmarks/predictors/morpho32.ckpt benchmarks/predictors/brain32.ckpt``
+(one predictor per checkpoint, same order); writes benchmarks/results/condition_use.{json,md}.
 """
 
 from __future__ import annotations
@@ -13,56 +12,65 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from causaldiff.counterfactual import CounterfactualPipeline
 from causaldiff.data.inputs import checkpoint_inputs
+from causaldiff.evaluation.condition_use import SWAPS, TIMESTEPS, condition_use
+from causaldiff.evaluation.predictor import AntiCausalPredictor
 from causaldiff.io import atomic_write_text
 
-TIMESTEPS = (150, 300, 500, 700, 900)
+RESULTS = Path(__file__).parent / "results"
 
 
-@torch.no_grad()
-def condition_use(pipe: CounterfactualPipeline, x, labels, node: str, a: float, b: float, seed: int = 0) -> dict:
-    """{t: mean over images of max |x0_hat(do(node=b)) - x0_hat(do(node=a))|} at the TIMESTEPS."""
-    m = pipe.model
-    ab = pipe.abduct(x, labels, steps=1)  # only z and s are used; one inversion step is enough
-    conds = [m.condition(pipe.intervene(ab, f"{node}={v:g}")[0], ab.s) for v in (a, b)]
-    gen = torch.Generator().manual_seed(seed)
-    out = {}
-    for t in TIMESTEPS:
-        alpha = m.alphas_cumprod[t]
-        x_t = alpha.sqrt() * x + (1 - alpha).sqrt() * torch.randn(x.shape, generator=gen)
-        tt = torch.full((x.shape[0],), t)
-        x0 = [(x_t - (1 - alpha).sqrt() * m.eps(x_t, tt, c)) / alpha.sqrt() for c in conds]
-        out[t] = round((x0[1] - x0[0]).abs().flatten(1).max(1).values.mean().item(), 4)
-    return out
+def markdown(rows: dict[str, dict], meta: dict) -> str:
+    lines = ["# Condition use", "",
+             f"n = {meta['n']} test images, pairs (A, B = A[perm]), {meta['steps']} DDIM steps. Swap test: median "
+             "fraction of the A→B label gap the predictor's reading moves (0 ignored, 1 followed; discrete: share "
+             "read as B's class). x0: mean |x0(cond_A) − x0(cond_B)| from the same x_t, beside the x0 error "
+             "mean |x0(cond_A) − x_A|, in [-1, 1] units.", ""]
+    for name, r in rows.items():
+        nodes = list(r["collapse"]["z_gap"])
+        lines += [f"## {name}", ""]
+        if "swap" in r:
+            lines += ["| noise | swap | " + " | ".join(nodes) + " |", "|---|---|" + "---|" * len(nodes)]
+            for kind, swaps in r["swap"].items():
+                lines += [f"| {kind} | {w} | " + " | ".join(f"{swaps[w][n]:.2f}" for n in nodes) + " |"
+                          for w in SWAPS]
+            lines.append("")
+        lines += ["| t | " + " | ".join(str(t) for t in TIMESTEPS) + " |", "|---|" + "---|" * len(TIMESTEPS),
+                  "| x0 swap | " + " | ".join(f"{r['x0'][t]['swap']:.3f}" for t in TIMESTEPS) + " |",
+                  "| x0 error | " + " | ".join(f"{r['x0'][t]['error']:.3f}" for t in TIMESTEPS) + " |", ""]
+        c = r["collapse"]
+        lines += [f"Collapse: |s_A − s_B| {c['s_gap']:.3f}; |z_A − z_B| per block "
+                  + ", ".join(f"{n} {v:.3f}" for n, v in c["z_gap"].items())
+                  + f"; |cond| {c['cond_norm']:.2f}, |null| {c['null_norm']:.2f} against |time embedding| "
+                  f"{c['temb_norm']:.2f}.", ""]
+    return "\n".join(lines)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--checkpoint", nargs="+", default=["brain32"])
-    ap.add_argument("--pairs", nargs="+", default=["lesion:0,1", "ventricle_volume:15,40"],
-                    help="node:a,b pairs of values to compare")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", nargs="+", default=["pendulum32", "morpho32", "brain32"])
+    ap.add_argument("--predictor", nargs="*", default=[], help="one anti-causal predictor per checkpoint")
+    ap.add_argument("--name", nargs="*", default=[], help="row names (default: the checkpoint arguments)")
     ap.add_argument("--n", type=int, default=64)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "condition_use.json"))
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--out", default=str(RESULTS / "condition_use.json"))
     args = ap.parse_args()
-    rows = []
-    for ckpt in args.checkpoint:
+    if args.predictor and len(args.predictor) != len(args.checkpoint):
+        ap.error("give one --predictor per --checkpoint (or none)")
+    rows = {}
+    for i, ckpt in enumerate(args.checkpoint):
         pipe = CounterfactualPipeline.from_checkpoint(ckpt)
+        predictor = AntiCausalPredictor.from_checkpoint(args.predictor[i]) if args.predictor else None
         inp = checkpoint_inputs(ckpt, args.n)
-        for pair in args.pairs:
-            node, values = pair.split(":")
-            a, b = (float(v) for v in values.split(","))
-            use = condition_use(pipe, inp.x, inp.labels, node, a, b)
-            rows.append({"checkpoint": ckpt, "do": f"{node}: {a:g} vs {b:g}", **use})
-    print(f"max |x0(do(node=b)) - x0(do(node=a))| per image, mean over {args.n} test images")
-    print("| checkpoint | do | " + " | ".join(f"t={t}" for t in TIMESTEPS) + " |")
-    print("|---|---|" + "---|" * len(TIMESTEPS))
-    for r in rows:
-        print(f"| {r['checkpoint']} | {r['do']} | " + " | ".join(f"{r[t]:.3f}" for t in TIMESTEPS) + " |")
-    meta = {"n": args.n, "timesteps": list(TIMESTEPS)}
-    atomic_write_text(args.out, json.dumps({"meta": meta, "rows": rows}, indent=2))
+        name = args.name[i] if i < len(args.name) else ckpt
+        rows[name] = condition_use(pipe, predictor, inp.x, inp.labels, args.steps)
+    meta = {"n": args.n, "steps": args.steps, "timesteps": list(TIMESTEPS)}
+    table = markdown(rows, meta)
+    print(table)
+    out = Path(args.out)
+    atomic_write_text(out, json.dumps({"meta": meta, "rows": rows}, indent=2))
+    atomic_write_text(out.with_suffix(".md"), table)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """Sampler speed, side by side in one run: causaldiff vs the diffusers DDIM loops a user would write.
 
-1. loop overhead: per-step time with a stand-in network (one 1x1 conv), so only the loop's own cost shows;
+1. loop overhead: per-step time with a stand-in network that costs nothing (it returns its input), so the loop's
+   own cost is timed directly, never as a difference of two noisy timings (which once came out negative);
 2. end to end: an 8 x 5 counterfactual grid with the pendulum32 UNet: causaldiff (one shared inversion, all cells
    decoded in one batch) vs diffusers' DDIMInverseScheduler + DDIMScheduler loops run per grid column;
 3. the limit: causaldiff's wall time / (its network calls x one UNet forward at the same batch size);
+Every CPU timing is repeated, the contenders interleaved round by round, and reported as minimum, median and
+spread ((max - min) / median); ratios use the medians.
 4. on a GPU: eager vs CUDA-graph-captured loop, images/s at 32 and 64 px, batch 64, fp32 and bf16.
 Run: ``python benchmarks/sampler.py [--steps 50] [--checkpoint CKPT]``; writes benchmarks/results/sampler.json.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -33,6 +37,24 @@ ROOT = Path(__file__).parent.parent
 def sync(device) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
+
+
+def interleaved(runs: dict, repeats: int) -> dict[str, dict[str, float]]:
+    """Time each of ``runs`` (name -> fn) once per round for ``repeats`` rounds after a warm-up round, so slow
+    phases of a shared machine hit every contender alike; {name: {min, median, spread}} in seconds."""
+    times = {k: [] for k in runs}
+    for r in range(repeats + 1):
+        for k, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            if r:
+                times[k].append(time.perf_counter() - t0)
+    return {k: summary(v) for k, v in times.items()}
+
+
+def summary(times: list[float]) -> dict[str, float]:
+    med = statistics.median(times)
+    return {"min": min(times), "median": med, "spread": (max(times) - min(times)) / med}
 
 
 def best_of(fn, repeats: int, device="cpu") -> float:
@@ -62,31 +84,26 @@ def diffusers_cell_loop(eps_fn, x, cond_f, cond_cf, config, steps):
 
 
 def loop_overhead(steps: int, repeats: int) -> dict:
-    """Per-step loop cost with a 1x1-conv stand-in network, on one thread (the least noisy), timings interleaved."""
+    """Per-step cost of the loops alone, on one thread: the stand-in network returns its input at no cost."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    net = torch.nn.Conv2d(3, 3, 1)
     config = scheduler_config()
     x, cond = torch.randn(8, 3, 32, 32), torch.zeros(8, 1)
 
     def eps_fn(x_, t, c):
-        return net(x_)
+        return x_
 
     st, it = sample_tables(config, steps), invert_tables(config, steps)
     runs = {"causaldiff": lambda: ddim_loop(eps_fn, ddim_loop(eps_fn, x, cond, it), cond, st),
-            "diffusers": lambda: diffusers_cell_loop(eps_fn, x, cond, cond, config, steps),
-            "network": lambda: [eps_fn(x, None, cond) for _ in range(2 * steps)]}
-    best = {k: float("inf") for k in runs}
+            "diffusers": lambda: diffusers_cell_loop(eps_fn, x, cond, cond, config, steps)}
     with torch.no_grad():
-        for _ in range(repeats):
-            for k, fn in runs.items():
-                best[k] = min(best[k], best_of(fn, 1))
+        t = interleaved(runs, repeats)
     torch.set_num_threads(threads)
-    per = {k: (best[k] - best["network"]) / (2 * steps) * 1e6 for k in ("causaldiff", "diffusers")}
-    return {"steps": 2 * steps, "causaldiff_us_per_step": round(per["causaldiff"], 1),
-            "diffusers_us_per_step": round(per["diffusers"], 1),
-            "ratio": round(per["causaldiff"] / per["diffusers"], 3), "network_us_per_call": round(
-                best["network"] / (2 * steps) * 1e6, 1)}
+    per = {k: {q: round(v / (2 * steps) * 1e6, 1) if q != "spread" else round(v, 3) for q, v in t[k].items()}
+           for k in runs}
+    return {"steps": 2 * steps, "repeats": repeats, "causaldiff_us_per_step": per["causaldiff"],
+            "diffusers_us_per_step": per["diffusers"],
+            "ratio_median": round(t["causaldiff"]["median"] / t["diffusers"]["median"], 3)}
 
 
 def pendulum_model(checkpoint: str | None) -> CausalDiffAE:
@@ -120,25 +137,25 @@ def grid_end_to_end(model: CausalDiffAE, steps: int, repeats: int) -> dict:
         pipe.counterfactuals(pipe.abduct(x, labels, steps), dos, steps)
         model.eps = eps
         ours_calls, ours_evals = len(calls), sum(calls)
-        ours = best_of(lambda: pipe.counterfactuals(pipe.abduct(x, labels, steps), dos, steps), repeats)
-
         mu_u, _, mu_s, _ = model.encode(x)
         ab = pipe.abduct(x, labels, 1)
         conds = [model.condition(pipe.intervene(ab, do)[0], mu_s) for do in dos]
         cond_f = model.condition(model.mechanisms(mu_u), mu_s)
-        theirs = best_of(lambda: [diffusers_cell_loop(eps, x, cond_f, c, model.scheduler_config, steps)
-                                  for c in conds], repeats)
         theirs_evals = 2 * steps * 8 * len(dos)
-
-        t8 = torch.full((8,), 500)
-        t40 = torch.full((40,), 500)
-        f8 = best_of(lambda: eps(x, t8, cond_f), 5)
-        f40 = best_of(lambda: eps(x.repeat(5, 1, 1, 1), t40, cond_f.repeat(5, 1)), 5)
-    limit = steps * f8 + steps * f40
-    return {"grid": "8 x 5", "steps": steps, "causaldiff_s": round(ours, 3), "diffusers_s": round(theirs, 3),
-            "speedup": round(theirs / ours, 2), "causaldiff_network_calls": ours_calls,
+        t8, t40 = torch.full((8,), 500), torch.full((40,), 500)
+        # the limit: causaldiff's own network calls (steps at batch 8, steps at batch 40) and nothing else
+        runs = {"causaldiff": lambda: pipe.counterfactuals(pipe.abduct(x, labels, steps), dos, steps),
+                "diffusers": lambda: [diffusers_cell_loop(eps, x, cond_f, c, model.scheduler_config, steps)
+                                      for c in conds],
+                "limit": lambda: ([eps(x, t8, cond_f) for _ in range(steps)],
+                                  [eps(x.repeat(5, 1, 1, 1), t40, cond_f.repeat(5, 1)) for _ in range(steps)])}
+        t = interleaved(runs, repeats)
+    med = {k: v["median"] for k, v in t.items()}
+    return {"grid": "8 x 5", "steps": steps, "repeats": repeats,
+            **{f"{k}_s": {q: round(v, 3) for q, v in t[k].items()} for k in runs},
+            "speedup_median": round(med["diffusers"] / med["causaldiff"], 2), "causaldiff_network_calls": ours_calls,
             "causaldiff_image_evaluations": ours_evals, "diffusers_image_evaluations": theirs_evals,
-            "limit_s": round(limit, 3), "causaldiff_over_limit": round(ours / limit, 3)}
+            "causaldiff_over_limit_median": round(med["causaldiff"] / med["limit"], 3)}
 
 
 def capture_row(model: CausalDiffAE, size: int, steps: int) -> dict:
@@ -174,7 +191,7 @@ def gpu_capture(model_cfg: dict, steps: int) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved timing rounds (loop overhead: at least 20)")
     ap.add_argument("--checkpoint", help="a trained pendulum32 checkpoint (default: the config's UNet, untrained)")
     ap.add_argument("--gpu-only", action="store_true", help="skip the CPU sections (for a GPU host)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sampler.json"))
@@ -192,13 +209,18 @@ def main() -> None:
 
 def cpu_sections(result: dict, args) -> None:
     result["loop_overhead"] = lo = loop_overhead(args.steps, max(args.repeats, 20))
-    print(f"loop overhead per step (1x1-conv stand-in): causaldiff {lo['causaldiff_us_per_step']} us, "
-          f"diffusers {lo['diffusers_us_per_step']} us, ratio {lo['ratio']} (target <= 0.333)", flush=True)
+    c, d = lo["causaldiff_us_per_step"], lo["diffusers_us_per_step"]
+    print(f"loop overhead per step (zero-cost stand-in network, {lo['repeats']} interleaved rounds; min / median / "
+          f"spread): causaldiff {c['min']} / {c['median']} us / {c['spread']}, diffusers {d['min']} / {d['median']} "
+          f"us / {d['spread']}; median ratio {lo['ratio_median']} (target <= 0.333)", flush=True)
     result["grid"] = g = grid_end_to_end(pendulum_model(args.checkpoint), args.steps, args.repeats)
-    print(f"8 x 5 grid, {args.steps} steps: causaldiff {g['causaldiff_s']} s ({g['causaldiff_image_evaluations']} "
-          f"image evals in {g['causaldiff_network_calls']} calls), diffusers loop {g['diffusers_s']} s "
-          f"({g['diffusers_image_evaluations']} image evals): speedup {g['speedup']}x (target >= 1.5); "
-          f"limit {g['limit_s']} s, causaldiff / limit {g['causaldiff_over_limit']} (target <= 1.05)", flush=True)
+    print(f"8 x 5 grid, {args.steps} steps, {g['repeats']} interleaved rounds (min / median s, spread):", flush=True)
+    for k in ("causaldiff", "diffusers", "limit"):
+        r = g[f"{k}_s"]
+        print(f"  {k:<10} {r['min']:.3f} / {r['median']:.3f}  spread {r['spread']:.2f}")
+    print(f"causaldiff: {g['causaldiff_image_evaluations']} image evals in {g['causaldiff_network_calls']} calls, "
+          f"diffusers {g['diffusers_image_evaluations']}; median speed-up {g['speedup_median']}x (target >= 1.5); "
+          f"causaldiff / limit (medians) {g['causaldiff_over_limit_median']} (target <= 1.05)", flush=True)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 HEADER = 14  # px of header text per line
+GUTTER = 140  # grey of the lines between cells: white-background images stay apart
 
 
 def to_uint8(x: Tensor) -> Tensor:
@@ -19,7 +20,7 @@ def to_uint8(x: Tensor) -> Tensor:
     return ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
-def grid_image(columns: list[Tensor], headers: list[str], min_cell: int = 64, padding: int = 2) -> Image.Image:
+def grid_image(columns: list[Tensor], headers: list[str], min_cell: int = 64, padding: int = 4) -> Image.Image:
     """Compose ``columns`` (each (N, C, H, W) in [-1, 1]) side by side under ``headers`` into one RGB image."""
     if len(columns) != len(headers):
         raise ValueError(f"{len(columns)} columns but {len(headers)} headers")
@@ -30,7 +31,7 @@ def grid_image(columns: list[Tensor], headers: list[str], min_cell: int = 64, pa
         cells = torch.nn.functional.interpolate(cells.float(), scale_factor=scale, mode="nearest")
     if c == 1:
         cells = cells.expand(-1, 3, -1, -1)
-    body = make_grid(to_uint8(cells), nrow=len(columns), padding=padding, pad_value=255)
+    body = make_grid(to_uint8(cells), nrow=len(columns), padding=padding, pad_value=GUTTER)
     body = Image.fromarray(body.permute(1, 2, 0).numpy())
     cell_w = w * scale + padding
     font = ImageFont.load_default(size=11)

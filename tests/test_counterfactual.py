@@ -9,6 +9,7 @@ from causaldiff.counterfactual import CounterfactualPipeline
 from causaldiff.data.folder import FolderDataset
 from causaldiff.data.inputs import checkpoint_inputs
 from causaldiff.models.causal_diffae import CausalDiffAE
+from causaldiff.viz import GUTTER
 from tests.helpers import tiny_model
 
 
@@ -129,8 +130,9 @@ def test_grid_cli(tiny_ckpt, tmp_path):
           "--steps", "5", "--out", str(out)])
     with Image.open(out) as im:
         img = im.copy()
-    cell = 64 + 2  # 16 px images upscaled to 64, 2 px padding
-    assert img.width == 5 * cell + 2 and img.height > 4 * cell
+    cell = 64 + 4  # 16 px images upscaled to 64, 4 px gutters
+    assert img.width == 5 * cell + 4 and img.height > 4 * cell
+    assert img.getpixel((1, img.height - 2)) == (GUTTER,) * 3  # grey gutters set white-background cells apart
     rows = (tmp_path / "g.csv").read_text().splitlines()
     assert rows[0].startswith("node,source,row,column,intervention,pendulum_angle")
     assert len(rows) == 1 + 4 * 4

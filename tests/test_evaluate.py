@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from causaldiff.cli import main
-from causaldiff.evaluation.evaluate import VARIANTS, draw_interventions, eval_data
+from causaldiff.evaluation.evaluate import VARIANTS, draw_interventions, eval_data, gains
 from causaldiff.evaluation.predictor import AntiCausalPredictor
 from causaldiff.graph import CausalGraph
 
@@ -49,4 +49,26 @@ def test_evaluate_cli_writes_every_metric(tiny_ckpt, tiny_predictor, tmp_path):
         assert 0 <= report["disentanglement"][key] <= 1
     full, fwd = report["variants"]["causaldiff"], report["variants"]["no-abduction"]
     assert full["composition"]["1"] < fwd["composition"]["1"]  # inverted noise keeps the image; forward noise not
-    assert "| causaldiff |" in (tmp_path / "report.md").read_text()
+    ident, truth = report["references"]["identity"], report["references"]["truth"]
+    assert ident["composition"] == {"1": 0.0, "2": 0.0} and ident["reversibility"] == {"1": 0.0, "2": 0.0}
+    assert truth["true_cf_image_l1"] == 0.0 and ident["true_cf_image_l1"] > 0  # interventions change the truth
+    assert set(ident["effect_per_node"]) == set(report["meta"]["nodes"])
+    g = report["gains"]["causaldiff"]
+    assert g["true_cf_l1_ratio"] == pytest.approx(full["true_cf_image_l1"] / ident["true_cf_image_l1"])
+    md = (tmp_path / "report.md").read_text()
+    assert md.index("gain mean") < md.index("| causaldiff | ") and "| *identity* |" in md and "| *truth* |" in md
+
+
+def test_effect_gain_is_zero_for_doing_nothing_and_one_for_the_truth():
+    refs = {"identity": {"effect_per_node": {"a": 1.0, "b": 0.8, "c": 0.5}, "effect_descendants": 0.9,
+                         "true_cf_image_l1": 6.0},
+            "truth": {"effect_per_node": {"a": 0.0, "b": 0.0, "c": 0.48}, "effect_descendants": 0.1}}
+    row = {"effect_per_node": {"a": 1.0, "b": 0.0, "c": 0.1}, "effect_descendants": 1.3, "true_cf_image_l1": 3.0}
+    g = gains(row, refs)
+    assert g["effect_gain"] == {"a": 0.0, "b": 1.0, "c": None}  # c: identity and truth closer than MIN_GAP
+    assert g["effect_gain_mean"] == 0.5
+    assert g["effect_gain_descendants"] == pytest.approx(-0.5)  # worse than doing nothing is negative
+    assert g["true_cf_l1_ratio"] == 0.5
+    no_truth = gains(row, {"identity": refs["identity"]})
+    assert no_truth["effect_gain"]["b"] == 1.0 and no_truth["effect_gain"]["a"] == 0.0
+    assert no_truth["effect_gain"]["c"] == pytest.approx(0.8)  # (identity - method) / identity

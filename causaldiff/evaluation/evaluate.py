@@ -6,6 +6,15 @@ sample gets ``do(node = value of another random sample)``. Variants (switchable 
   no-abduction       noise by forward-noising x (the published CausalDiffAE code), mechanisms kept;
   no-mechanisms      only the intervened block changes (DiffAE / plain conditional model);
   label-propagation  descendants' blocks moved by the attribute SCM's counterfactual labels.
+
+Beside them stand two references on the same items and interventions, so no number is read against a straw man:
+  identity           cf_x = x ("do nothing"), with the attribute SCM's counterfactual labels;
+  truth              the world's rendered true counterfactual (worlds only).
+Every row is read against the same targets: the attribute SCM's counterfactual labels. From the three,
+  effect gain        (identity - method) / (identity - truth) of the normalised effectiveness error, per node:
+                     1 is as good as the truth, 0 no better than doing nothing, < 0 worse; without a truth,
+                     (identity - method) / identity;
+  true-CF L1 ratio   the method's true-counterfactual image L1 / identity's (< 1 beats doing nothing).
 """
 
 from __future__ import annotations
@@ -78,7 +87,7 @@ class Evaluator:
 
     def run(self) -> dict:
         t0 = time.perf_counter()
-        stages = len(self.variants) * (1 + self.cycles + 2 * self.cycles) * len(self.groups)
+        stages = (len(self.variants) * (1 + self.cycles + 2 * self.cycles) + 2) * len(self.groups)
         self.bar = tqdm(total=stages, desc="evaluate", disable=not self.progress)
         report = {"meta": {"n": self.data.x.shape[0], "steps": self.steps, "cycles": self.cycles, "seed": self.seed,
                            "nodes": self.graph.order, "world": getattr(self.data.world, "name", None)},
@@ -86,6 +95,10 @@ class Evaluator:
         for name in self.variants:
             pipe = CounterfactualPipeline(self.model, capture=self.capture, **VARIANTS[name])
             report["variants"][name] = self.variant(pipe)
+        report["references"] = {"identity": self.reference("identity")}
+        if self.data.world is not None:
+            report["references"]["truth"] = self.reference("truth")
+        report["gains"] = {name: gains(v, report["references"]) for name, v in report["variants"].items()}
         self.bar.close()
         report["meta"]["seconds"] = round(time.perf_counter() - t0, 2)
         return report
@@ -119,23 +132,53 @@ class Evaluator:
         return 1 - e if self.graph[node].discrete else e / self.std[node]
 
     def variant(self, pipe) -> dict:
-        d, out = self.data, {"effectiveness": {}, "true_cf": {}}
+        def make(j, node, idx, vals, x, labels):
+            return self._cf(pipe, x, labels, {node: vals}, self.seed + 1000 * j)
+
+        out = self.score(make)
+        out["composition"] = self.composition(pipe)
+        out["reversibility"] = self.reversibility(pipe)
+        return out
+
+    def reference(self, kind: str) -> dict:
+        """The ``identity`` (cf_x = x) or ``truth`` (rendered true counterfactual) row, scored like a variant."""
+        def make(j, node, idx, vals, x, labels):
+            cf_labels = self.model.scm.counterfactual(labels, {node: vals},
+                                                      torch.Generator().manual_seed(self.seed + 1000 * j))
+            if kind == "identity":
+                return x, cf_labels
+            return self._truth(idx, labels, node, vals)[1], cf_labels
+
+        out = self.score(make)
+        zero = {str(c): 0.0 for c in sorted({1, self.cycles})}  # doing nothing changes nothing, and is undone
+        out["composition"], out["reversibility"] = (zero, dict(zero)) if kind == "identity" else ({}, {})
+        return out
+
+    def _truth(self, idx: Tensor, labels: dict, node: str, vals: Tensor) -> tuple[dict, Tensor]:
+        """The world's true counterfactual labels and image (in [-1, 1]) of the items ``idx``."""
+        exo = {k: v[idx] for k, v in self.data.exogenous.items()}
+        true_labels, true_img = self.data.world.counterfactual(exo, labels, {node: vals})
+        return true_labels, true_img.float() / 127.5 - 1
+
+    def score(self, make) -> dict:
+        """Effectiveness, realism and true-CF metrics of ``make(j, node, idx, vals, x, labels) -> (cf_x, cf_labels)``
+        over the intervention groups."""
+        d, out = self.data, {"effectiveness": {}, "effect_per_node": {}, "true_cf": {}}
         self_err, desc_err, true_l1, true_lab, cf_feats = [], [], [], [], []
         for j, (node, idx, vals) in enumerate(self.groups):
             x, labels = d.x[idx], {k: v[idx] for k, v in d.labels.items()}
-            cf_x, cf_labels = self._cf(pipe, x, labels, {node: vals}, self.seed + 1000 * j)
+            cf_x, cf_labels = make(j, node, idx, vals, x, labels)
             self.bar.update()
             if self.predictor is not None:  # effectiveness and realism need the anti-causal predictor
                 pred, feats = self._predict(cf_x)
                 cf_feats.append(feats)
                 targets = [node, *self.graph.descendants(node)]
                 out["effectiveness"][node] = {t: label_error(self.graph, t, pred[t], cf_labels[t]) for t in targets}
-                self_err.append(self._score(node, pred[node], cf_labels[node]))
+                out["effect_per_node"][node] = self._score(node, pred[node], cf_labels[node])
+                self_err.append(out["effect_per_node"][node])
                 desc_err += [self._score(t, pred[t], cf_labels[t]) for t in self.graph.descendants(node)]
             if d.world is not None:
-                exo = {k: v[idx] for k, v in d.exogenous.items()}
-                true_labels, true_img = d.world.counterfactual(exo, labels, {node: vals})
-                truth = true_img.float() / 127.5 - 1
+                true_labels, truth = self._truth(idx, labels, node, vals)
                 true_l1.append(l1_255(cf_x, truth) * len(idx))
                 errs = {t: self._score(t, cf_labels[t], true_labels[t]) for t in self.graph.descendants(node)}
                 out["true_cf"][node] = {"image_l1": l1_255(cf_x, truth), "label_error": errs}
@@ -147,8 +190,6 @@ class Evaluator:
         if d.world is not None:
             out["true_cf_image_l1"] = sum(true_l1) / d.x.shape[0]
             out["true_cf_label_error"] = sum(true_lab) / len(true_lab) if true_lab else None
-        out["composition"] = self.composition(pipe)
-        out["reversibility"] = self.reversibility(pipe)
         return out
 
     def composition(self, pipe) -> dict:
@@ -191,20 +232,69 @@ class Evaluator:
         return dci(torch.cat(zs), self.data.labels, self.graph)
 
 
+MIN_GAP = 0.05  # identity and truth closer than this (normalised error): the predictor cannot tell them apart
+
+
+def _gain(ident: float | None, method: float | None, truth: float | None) -> float | None:
+    """(identity - method) / (identity - truth), or / identity without a truth; None where undefined."""
+    if ident is None or method is None:
+        return None
+    floor = 0.0 if truth is None else truth
+    return None if ident - floor < MIN_GAP else (ident - method) / (ident - floor)
+
+
+def gains(row: dict, references: dict) -> dict:
+    """Effect gain per node, its mean, the descendants' gain, and the true-CF L1 ratio of one variant's ``row``."""
+    ident, truth = references["identity"], references.get("truth", {})
+    per_node = {n: _gain(ident["effect_per_node"].get(n), e, truth.get("effect_per_node", {}).get(n))
+                for n, e in row["effect_per_node"].items()}
+    known = [g for g in per_node.values() if g is not None]
+    l1, l1_ident = row.get("true_cf_image_l1"), ident.get("true_cf_image_l1")
+    return {"effect_gain": per_node, "effect_gain_mean": sum(known) / len(known) if known else None,
+            "effect_gain_descendants": _gain(ident["effect_descendants"], row["effect_descendants"],
+                                             truth.get("effect_descendants")),
+            "true_cf_l1_ratio": l1 / l1_ident if l1 is not None and l1_ident else None}
+
+
+def _cell(val) -> str:
+    return "—" if val is None else f"{val:.3f}"
+
+
+def headline(report: dict) -> list[str]:
+    """Effect gain per node (1 = truth, 0 = identity) and true-CF L1 ratio (< 1 beats identity), per variant."""
+    nodes = report["meta"]["nodes"]
+    cols = [f"gain {n}" for n in nodes] + ["gain mean", "gain descendants", "true-CF L1 / identity"]
+    lines = ["| variant | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, g in report["gains"].items():
+        cells = [g["effect_gain"].get(n) for n in nodes]
+        cells += [g["effect_gain_mean"], g["effect_gain_descendants"], g["true_cf_l1_ratio"]]
+        lines.append(f"| {name} | " + " | ".join(map(_cell, cells)) + " |")
+    return lines
+
+
 def markdown(report: dict) -> str:
-    """One table, rows = variants, columns = the headline metrics (lower is better except DCI)."""
+    """The headline gains, then the metrics table: rows = variants and the identity / truth references."""
     cols = ["effect_self", "effect_descendants", "composition@1", f"composition@{report['meta']['cycles']}",
             "reversibility@1", f"reversibility@{report['meta']['cycles']}", "realism_fd"]
     if report["meta"]["world"]:
         cols += ["true_cf_image_l1", "true_cf_label_error"]
-    lines = ["| variant | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for name, v in report["variants"].items():
+    lines = []
+    if any(g["effect_gain_mean"] is not None or g["true_cf_l1_ratio"] is not None for g in report["gains"].values()):
+        lines += headline(report) + [""]
+    lines += ["| row | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    rows = {**report["variants"], **{f"*{k}*": v for k, v in report["references"].items()}}
+    for name, v in rows.items():
         cells = []
         for c in cols:
             key, _, at = c.partition("@")
-            val = v[key][at] if at else v.get(key)
-            cells.append("—" if val is None else f"{val:.3f}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            cells.append(v[key].get(at) if at else v.get(key))
+        lines.append(f"| {name} | " + " | ".join(map(_cell, cells)) + " |")
+    nodes = report["meta"]["nodes"]
+    if any(v["effect_per_node"] for v in rows.values()):
+        lines += ["", "Effectiveness error of the intervened node (normalised; lower is better):", "",
+                  "| row | " + " | ".join(nodes) + " |", "|---" * (len(nodes) + 1) + "|"]
+        lines += [f"| {name} | " + " | ".join(_cell(v["effect_per_node"].get(n)) for n in nodes) + " |"
+                  for name, v in rows.items()]
     d = report["disentanglement"]
     lines.append("")
     lines.append(f"DCI of z: disentanglement {d['disentanglement']:.3f}, completeness {d['completeness']:.3f}, "

@@ -7,6 +7,7 @@ a Fréchet distance for realism (no downloaded Inception weights).
 from __future__ import annotations
 
 import inspect
+import io
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -16,6 +17,7 @@ from torch.nn import functional as F
 
 from causaldiff.checkpoint import load_checkpoint
 from causaldiff.graph import CausalGraph
+from causaldiff.io import atomic_write_bytes
 from causaldiff.models.encoder import _groups
 
 
@@ -76,6 +78,16 @@ class AntiCausalPredictor(nn.Module):
         sd = {k[len("predictor."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("predictor.")}
         model.load_state_dict(sd)
         return model.eval()
+
+
+def export_predictor(src: str | Path, dst: str | Path) -> Path:
+    """Write an inference-only predictor checkpoint (weights and hyper-parameters, no optimiser state)."""
+    ckpt = load_checkpoint(src)
+    out = {"state_dict": {k: v for k, v in ckpt["state_dict"].items() if k.startswith("predictor.")},
+           "hyper_parameters": dict(ckpt.get("hyper_parameters", {}))}
+    buf = io.BytesIO()
+    torch.save(out, buf)
+    return atomic_write_bytes(dst, buf.getvalue())
 
 
 class PredictorModule(pl.LightningModule):

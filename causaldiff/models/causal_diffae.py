@@ -28,7 +28,7 @@ class CausalDiffAE(nn.Module):
                  latent_dim: int = 16, style_dim: int = 32, encoder_widths: tuple[int, ...] = (32, 64, 128),
                  unet_channels: tuple[int, ...] = (32, 64, 64), layers_per_block: int = 1,
                  attention_levels: tuple[int, ...] = (), mechanism_hidden: int = 64, prior_std: float = 0.5,
-                 num_train_timesteps: int = 1000, beta_schedule: str = "linear"):
+                 num_train_timesteps: int = 1000, beta_schedule: str = "linear", condition_norm: bool = True):
         super().__init__()
         self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self.graph = CausalGraph.from_dict(graph)
@@ -38,7 +38,7 @@ class CausalDiffAE(nn.Module):
         self.mechanisms = LatentMechanisms(self.graph, latent_dim, mechanism_hidden)
         self.alignment = LabelAlignment(self.graph, latent_dim, label_stats, prior_std)
         self.unet = make_unet(image_size, channels, tuple(unet_channels), layers_per_block, tuple(attention_levels))
-        self.condition_proj = ConditionProjection(n * latent_dim + style_dim, 4 * unet_channels[0])
+        self.condition_proj = ConditionProjection(n * latent_dim + style_dim, 4 * unet_channels[0], condition_norm)
         self.scm = AttributeSCM(self.graph)
         self.scheduler_config = scheduler_config(num_train_timesteps, beta_schedule)
         self.register_buffer("alphas_cumprod", alphas_cumprod(self.scheduler_config), persistent=False)
@@ -54,7 +54,7 @@ class CausalDiffAE(nn.Module):
         return self.condition_proj(torch.cat([z.flatten(1), s], dim=1))
 
     def null_condition(self, batch: int) -> Tensor:
-        return self.condition_proj.null.expand(batch, -1)
+        return self.condition_proj.null_condition().expand(batch, -1)
 
     def eps(self, x_t: Tensor, t: Tensor, cond: Tensor) -> Tensor:
         """Predicted noise (B, C, H, W) for x_t at timesteps t (B,) under condition (B, E)."""
@@ -78,6 +78,7 @@ class CausalDiffAE(nn.Module):
         config = {k: v for k, v in hp.items() if k in params}
         if "graph" not in config:
             raise ValueError(f"{path}: checkpoint has no model config (hyper_parameters.graph missing)")
+        config.setdefault("condition_norm", False)  # checkpoints written before the option have the stock projection
         model = cls(**config)
         model.load_state_dict(model_state(ckpt, path, ema), strict=True)
         return model.eval()

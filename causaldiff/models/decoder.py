@@ -3,6 +3,11 @@
 ``[z, s]`` is projected to the time-embedding width and added to it (``class_embed_type="identity"``), with
 scale-shift ResNet conditioning (as in DiffAE, Preechakul et al., 2022). A learned null embedding replaces the
 condition with probability ``p_uncond`` during training, so classifier-free guidance can set the strength later.
+
+The sum ``temb + cond`` is all a ResNet block sees of the condition. The sinusoidal time embedding's MLP output has a
+norm of ~11 at 32 px; an unnormalised projection starts near 1 and the decoder learns to read x_t instead (measured:
+a z swap moved x0 by 0.013 at t = 500). ``normalise=True`` LayerNorms the projection and scales it by ``scale`` so
+the condition holds its own against the time embedding (|cond| = scale * sqrt(E), 34 at E = 128).
 """
 
 from __future__ import annotations
@@ -29,12 +34,22 @@ def make_unet(image_size: int, channels: int, block_channels: tuple[int, ...] = 
 
 
 class ConditionProjection(nn.Module):
-    """(B, n*d + s) → (B, E) time-embedding offset, plus the learned null condition (E,)."""
+    """(B, n*d + s) → (B, E) time-embedding offset, plus the learned null condition (E,).
 
-    def __init__(self, in_dim: int, embed_dim: int):
+    With ``normalise``, both the projection and the null condition go through ``scale * LayerNorm`` (no affine), so
+    every condition, null included, has the norm ``scale * sqrt(E)``.
+    """
+
+    def __init__(self, in_dim: int, embed_dim: int, normalise: bool = True, scale: float = 3.0):
         super().__init__()
         self.proj = nn.Sequential(nn.Linear(in_dim, embed_dim), nn.SiLU(), nn.Linear(embed_dim, embed_dim))
         self.null = nn.Parameter(0.02 * torch.randn(embed_dim))
+        self.norm = nn.LayerNorm(embed_dim, elementwise_affine=False) if normalise else nn.Identity()
+        self.scale = scale if normalise else 1.0
+
+    def null_condition(self) -> Tensor:
+        """(E,) the learned null condition, on the same scale as a real one."""
+        return self.scale * self.norm(self.null)
 
     def forward(self, zs: Tensor) -> Tensor:
-        return self.proj(zs)
+        return self.scale * self.norm(self.proj(zs))

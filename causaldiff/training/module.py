@@ -27,11 +27,12 @@ class CausalDiffAEModule(pl.LightningModule):
                  latent_dim: int = 16, style_dim: int = 32, encoder_widths: tuple[int, ...] = (32, 64, 128),
                  unet_channels: tuple[int, ...] = (32, 64, 64), layers_per_block: int = 1,
                  attention_levels: tuple[int, ...] = (), mechanism_hidden: int = 64, prior_std: float = 0.5,
-                 num_train_timesteps: int = 1000, beta_schedule: str = "linear",
+                 num_train_timesteps: int = 1000, beta_schedule: str = "linear", condition_norm: bool = True,
                  lr: float = 2e-4, weight_decay: float = 0.0, warmup_steps: int = 100, ema_decay: float = 0.999,
                  beta_z: float = 1.0, beta_u: float = 0.01, beta_s: float = 0.01, beta_read: float = 1.0,
                  kl_warmup_steps: int = 500, p_uncond: float = 0.1, p2_gamma: float = 0.0, p2_k: float = 1.0,
-                 latent_noise: float = 1.0, channels_last: bool = False,
+                 snr_gamma: float = 0.0,
+                 latent_noise: float = 0.0, channels_last: bool = False,
                  init_from: str | None = None):
         super().__init__()
         self.save_hyperparameters()
@@ -61,11 +62,12 @@ class CausalDiffAEModule(pl.LightningModule):
                  if not k.startswith("scm.") and k not in own}
         hp = ckpt.get("hyper_parameters", {})
         theirs = (CausalGraph.from_dict(hp["graph"]).to_dict() if "graph" in hp else None,
-                  hp.get("image_size"), hp.get("channels"))
-        mine = (self.model.graph.to_dict(), self.hparams.image_size, self.hparams.channels)
+                  hp.get("image_size"), hp.get("channels"), hp.get("condition_norm", False))
+        mine = (self.model.graph.to_dict(), self.hparams.image_size, self.hparams.channels,
+                self.hparams.condition_norm)
         if theirs != mine:
-            raise ValueError(f"init_from {name_or_path}: its (graph, image_size, channels) {theirs} do not match this "
-                             f"run's {mine}")
+            raise ValueError(f"init_from {name_or_path}: its (graph, image_size, channels, condition_norm) {theirs} do "
+                             f"not match this run's {mine}")
         for model in (self.model, self.ema_model):
             try:
                 missing, unexpected = model.load_state_dict(state, strict=False)
@@ -84,7 +86,7 @@ class CausalDiffAEModule(pl.LightningModule):
         h = self.hparams
         kl_weight = min(1.0, (self.global_step + 1) / max(1, h.kl_warmup_steps))
         return diffae_loss(model, self._batch(batch), kl_weight, h.beta_z, h.beta_u, h.beta_s, h.beta_read,
-                           h.p_uncond, h.p2_gamma, h.p2_k, h.latent_noise)
+                           h.p_uncond, h.p2_gamma, h.p2_k, h.latent_noise, h.snr_gamma)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         terms = self._loss(self.model, batch)
