@@ -21,17 +21,19 @@ import torch
 from torch.nn import functional as F
 
 from causaldiff.augment import plan_balance
-from causaldiff.counterfactual import CounterfactualPipeline
 from causaldiff.data.worlds import get_world
 from causaldiff.evaluation.predictor import AntiCausalPredictor
+from causaldiff.inference.batch import InferenceOptions, counterfactuals
+from causaldiff.inference.pipeline import CounterfactualPipeline
 from causaldiff.io import atomic_write_text
+from causaldiff.pixels import to_unit
 
 GRAPH = {"lesion": {"kind": "binary"}}
 
 
 def images(world, n, seed):
     exo, labels = world.sample(n, seed)
-    return world.render(exo, labels).float() / 127.5 - 1, labels, exo
+    return to_unit(world.render(exo, labels)), labels, exo
 
 
 def balanced_test(world, per_class: int, seed: int):
@@ -42,16 +44,11 @@ def balanced_test(world, per_class: int, seed: int):
     return x[idx], labels["lesion"][idx]
 
 
-def counterfactuals(pipe, x, labels, graph, steps, batch, guidance):
-    items = plan_balance(labels, graph, "lesion", 1, 0.5)
-    src = torch.tensor([it["source"] for it in items])
-    out = []
-    for a in range(0, len(src), batch):
-        s = src[a:a + batch]
-        res = pipe(x[s], {k: v[s] for k, v in labels.items()}, "lesion=1", steps, guidance,
-                   generator=torch.Generator().manual_seed(a))
-        out.append(res.cf_x)
-    return torch.cat(out), torch.ones(len(src)), src
+def lesion_counterfactuals(pipe, x, labels, graph, opts):
+    """do(lesion=1) on the sources that raise the lesion share to 50 %: (cf_x, cf labels, source indices)."""
+    src = torch.tensor([it["source"] for it in plan_balance(labels, graph, "lesion", 1, 0.5)])
+    cf_x, _ = counterfactuals(pipe, x[src], {k: v[src] for k, v in labels.items()}, "lesion=1", opts)
+    return cf_x, torch.ones(len(src)), src
 
 
 def train_classifier(x, y, seed, epochs, weights=None):
@@ -102,7 +99,8 @@ def main() -> None:
     world = get_world("brain", pipe.model.image_size)
     x, labels, exo = images(world, args.n, seed=0)
     x_test, y_test = balanced_test(world, args.test_per_class, seed=99)
-    cf_x, cf_y, src = counterfactuals(pipe, x, labels, world.graph, args.steps, 64, args.guidance)
+    opts = InferenceOptions(steps=args.steps, guidance=args.guidance, batch_size=64)
+    cf_x, cf_y, src = lesion_counterfactuals(pipe, x, labels, world.graph, opts)
     x_ref, y_ref = balanced_test(world, args.reference_per_class, seed=7)
     reference = train_classifier(x_ref, y_ref, 0, args.epochs)
     ref_bal_acc = scores(reference, x_test, y_test)[0]
@@ -112,7 +110,7 @@ def main() -> None:
           f"counterfactuals and {src_rate:.1%} of their sources", flush=True)
     _, true_cf = world.counterfactual({k: v[src] for k, v in exo.items()}, {k: v[src] for k, v in labels.items()},
                                       "lesion=1")
-    true_cf = true_cf.float() / 127.5 - 1  # the same sources, rendered with their own lesion site: an upper bound
+    true_cf = to_unit(true_cf)  # the same sources, rendered with their own lesion site: an upper bound
     y = labels["lesion"]
     rare = (y == 1).float().mean().item()
     w_over = torch.where(y == 1, 0.5 / rare, 0.5 / (1 - rare))

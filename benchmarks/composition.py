@@ -12,9 +12,9 @@ import json
 import time
 from pathlib import Path
 
-from causaldiff.counterfactual import CounterfactualPipeline
 from causaldiff.evaluation.evaluate import eval_data
 from causaldiff.evaluation.metrics import l1_255
+from causaldiff.inference.pipeline import CounterfactualPipeline
 from causaldiff.io import atomic_write_text
 from causaldiff.models.causal_diffae import CausalDiffAE
 

@@ -12,10 +12,10 @@ import argparse
 import json
 from pathlib import Path
 
-from causaldiff.counterfactual import CounterfactualPipeline
-from causaldiff.data.inputs import checkpoint_inputs
 from causaldiff.evaluation.condition_use import SWAPS, TIMESTEPS, condition_use
 from causaldiff.evaluation.predictor import AntiCausalPredictor
+from causaldiff.inference.inputs import checkpoint_inputs
+from causaldiff.inference.pipeline import CounterfactualPipeline
 from causaldiff.io import atomic_write_text
 
 RESULTS = Path(__file__).parent / "results"

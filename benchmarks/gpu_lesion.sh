@@ -17,7 +17,7 @@ python3 -m causaldiff.cli fit --config configs/brain32_balanced.yaml --data.batc
   --trainer.max_steps="${MAX_STEPS:-20000}" --trainer.max_time=null --trainer.enable_progress_bar=false \
   > "$DEST/fit.log" 2>&1
 CKPT=runs/brain32_balanced/checkpoints/last.ckpt
-python3 -c "from causaldiff.checkpoint import export_checkpoint as e; e('$CKPT', '$DEST/brain32_balanced.ckpt')"
+python3 -c "from causaldiff.training.export import export_checkpoint as e; e('$CKPT', '$DEST/brain32_balanced.ckpt')"
 python3 benchmarks/condition_use.py --checkpoint brain32 "$CKPT" --out "$DEST/condition_use.json" | tail -6
 python3 benchmarks/augment.py --checkpoint "$CKPT" --n "${AUG_N:-2000}" --seeds "${SEEDS:-3}" \
   --epochs "${EPOCHS:-8}" --out "$DEST/augment.json" | tail -8

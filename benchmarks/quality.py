@@ -22,13 +22,16 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
-from causaldiff.checkpoint import export_checkpoint, load_checkpoint
+from causaldiff.checkpoint import load_checkpoint
 from causaldiff.data.datamodule import CausalDataModule
-from causaldiff.evaluation.evaluate import Evaluator, eval_data, markdown
+from causaldiff.evaluation.evaluate import Evaluator, eval_data
 from causaldiff.evaluation.predictor import AntiCausalPredictor, PredictorModule, export_predictor
+from causaldiff.evaluation.report import markdown
+from causaldiff.inference.batch import InferenceOptions
 from causaldiff.io import atomic_write_text
 from causaldiff.models.causal_diffae import CausalDiffAE
 from causaldiff.training.callbacks import GridCallback
+from causaldiff.training.export import export_checkpoint
 from causaldiff.training.module import CausalDiffAEModule
 
 ROOT = Path(__file__).parent.parent
@@ -85,8 +88,9 @@ def run_world(world: str, model_ckpt: str | Path, args) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = CausalDiffAE.from_checkpoint(model_ckpt).to(device)
     predictor = AntiCausalPredictor.from_checkpoint(pred_ckpt)
-    report = Evaluator(model, predictor, eval_data(model_ckpt, args.n), args.steps, args.cycles, seed=0,
-                       variants=args.variants, capture=device == "cuda", progress=False).run()
+    opts = InferenceOptions(steps=args.steps, inversion=args.inversion, batch_size=256)
+    report = Evaluator(model, predictor, eval_data(model_ckpt, args.n), opts, args.cycles, args.variants,
+                       capture=device == "cuda", progress=False).run()
     report["meta"].update({"model": str(model_ckpt), "train_seconds": round(train_s, 1), "device": device,
                            "global_step": load_checkpoint(model_ckpt).get("global_step")})
     if args.export:
@@ -116,6 +120,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="*", help="one checkpoint per world (default: the shipped <world>32)")
     ap.add_argument("--train", action="store_true", help="train each world's model from its config instead")
     ap.add_argument("--variants", nargs="*", help="pipeline variants to evaluate (default: all)")
+    ap.add_argument("--inversion", default="ddim", choices=["ddim", "fixed-point"], help="abduction of the noise")
     ap.add_argument("--max-steps", type=int, help="override the configs' max_steps")
     ap.add_argument("--batch-size", type=int, help="override the configs' batch size")
     ap.add_argument("--predictor-epochs", type=int, default=6)

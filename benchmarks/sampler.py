@@ -14,7 +14,6 @@ Run: ``python benchmarks/sampler.py [--steps 50] [--checkpoint CKPT]``; writes b
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import statistics
 import time
@@ -24,12 +23,14 @@ import torch
 import yaml
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 
-from causaldiff.counterfactual import CounterfactualPipeline
 from causaldiff.data.worlds import get_world
 from causaldiff.diffusion.sampler import CapturedLoop, ddim_loop
 from causaldiff.diffusion.schedule import invert_tables, sample_tables, scheduler_config
+from causaldiff.hparams import kwargs_for
+from causaldiff.inference.pipeline import CounterfactualPipeline
 from causaldiff.io import atomic_write_text
 from causaldiff.models.causal_diffae import CausalDiffAE
+from causaldiff.pixels import to_unit
 
 ROOT = Path(__file__).parent.parent
 
@@ -111,10 +112,9 @@ def pendulum_model(checkpoint: str | None) -> CausalDiffAE:
     if checkpoint:
         return CausalDiffAE.from_checkpoint(checkpoint)
     cfg = yaml.safe_load((ROOT / "configs" / "pendulum32.yaml").read_text())
-    keys = set(inspect.signature(CausalDiffAE).parameters)
     world = get_world("pendulum", 32)
     torch.manual_seed(0)
-    model = CausalDiffAE(world.graph.to_dict(), None, 32, 3, **{k: v for k, v in cfg["model"].items() if k in keys})
+    model = CausalDiffAE(world.graph.to_dict(), None, 32, 3, **kwargs_for(CausalDiffAE, cfg["model"]))
     model.scm.fit(world.sample(1000, seed=0)[1], steps=50)
     return model.eval()
 
@@ -122,7 +122,7 @@ def pendulum_model(checkpoint: str | None) -> CausalDiffAE:
 def grid_end_to_end(model: CausalDiffAE, steps: int, repeats: int) -> dict:
     world = get_world("pendulum", 32)
     exo, labels = world.sample(8, seed=0)
-    x = world.render(exo, labels).float() / 127.5 - 1
+    x = to_unit(world.render(exo, labels))
     pipe = CounterfactualPipeline(model)
     dos = [[], *[f"light_angle={v}" for v in (60, 80, 100, 120)]]
     calls = []
@@ -176,13 +176,12 @@ def capture_row(model: CausalDiffAE, size: int, steps: int) -> dict:
 
 def gpu_capture(model_cfg: dict, steps: int) -> list[dict]:
     rows = []
-    keys = set(inspect.signature(CausalDiffAE).parameters)
     world = get_world("pendulum", 32)
     for size in (32, 64):
         for dtype in (torch.float32, torch.bfloat16):
             torch.manual_seed(0)
             model = CausalDiffAE(world.graph.to_dict(), None, size, 3,
-                                 **{k: v for k, v in model_cfg.items() if k in keys}).cuda().to(dtype).eval()
+                                 **kwargs_for(CausalDiffAE, model_cfg)).cuda().to(dtype).eval()
             rows.append(capture_row(model, size, steps))
             print(rows[-1], flush=True)
     return rows

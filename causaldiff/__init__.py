@@ -10,8 +10,8 @@ from causaldiff.scm import AttributeSCM
 
 _LAZY = {
     "CausalDiffAE": "causaldiff.models.causal_diffae",
-    "CounterfactualPipeline": "causaldiff.counterfactual",
-    "CounterfactualOutput": "causaldiff.counterfactual",
+    "CounterfactualPipeline": "causaldiff.inference.pipeline",
+    "CounterfactualOutput": "causaldiff.inference.pipeline",
     "CausalDataModule": "causaldiff.data.datamodule",
     "get_world": "causaldiff.data.worlds",
     "Evaluator": "causaldiff.evaluation.evaluate",

@@ -18,10 +18,11 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import Dataset
 
-from causaldiff.counterfactual import CounterfactualPipeline
 from causaldiff.data.folder import FolderDataset
-from causaldiff.data.inputs import Inputs
 from causaldiff.graph import CausalGraph
+from causaldiff.inference.batch import InferenceOptions, counterfactuals
+from causaldiff.inference.inputs import Inputs
+from causaldiff.inference.pipeline import CounterfactualPipeline
 from causaldiff.interventions import resolve
 from causaldiff.io import atomic_write_bytes, atomic_write_text, csv_text, encode_like, format_value
 
@@ -81,21 +82,20 @@ def collate(batch: list[dict]) -> dict:
 class AugmentModule(pl.LightningModule):
     """Runs the counterfactual pipeline in ``predict_step`` (items of a batch grouped by intervention)."""
 
-    def __init__(self, pipeline: CounterfactualPipeline, steps: int, guidance: float, seed: int):
+    def __init__(self, pipeline: CounterfactualPipeline, opts: InferenceOptions):
         super().__init__()
-        self.pipeline, self.model = pipeline, pipeline.model
-        self.steps, self.guidance, self.seed = steps, guidance, seed
+        self.pipeline, self.model, self.opts = pipeline, pipeline.model, opts
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         out_x, out_labels = [None] * len(batch["id"]), [None] * len(batch["id"])
         for do in dict.fromkeys(batch["do"]):
             idx = [i for i, d in enumerate(batch["do"]) if d == do]
-            gen = torch.Generator().manual_seed(self.seed + int(batch["id"][idx[0]]))
-            res = self.pipeline(batch["x"][idx], {k: v[idx] for k, v in batch["labels"].items()}, do.split(";"),
-                                self.steps, self.guidance, gen)
+            cf_x, cf_labels = counterfactuals(self.pipeline, batch["x"][idx],
+                                              {k: v[idx] for k, v in batch["labels"].items()}, do.split(";"),
+                                              self.opts, ("augment", batch["id"][idx[0]]))
             for j, i in enumerate(idx):
-                out_x[i] = (res.cf_x[j].cpu().numpy() + 1) / 2  # (C, H, W) in [0, 1]
-                out_labels[i] = {k: float(v[j]) for k, v in res.cf_labels.items()}
+                out_x[i] = (cf_x[j].numpy() + 1) / 2  # (C, H, W) in [0, 1]
+                out_labels[i] = {k: float(v[j]) for k, v in cf_labels.items()}
         return {"id": batch["id"], "x": out_x, "labels": out_labels, "do": batch["do"], "source": batch["source"]}
 
 
@@ -151,8 +151,7 @@ def read_back(out: Path, predictor, graph: CausalGraph, size: int, channels: int
     and writes ``read_back.json``: per node, the share read back as the intended class (discrete) or the mean absolute
     error in label units and in training-label stds (continuous). Returns that summary.
     """
-    if predictor.graph.order != graph.order:
-        raise ValueError(f"predictor graph {predictor.graph.order} does not match the model's {graph.order}")
+    predictor.check_graph(graph)
     ds = FolderDataset(out, graph, size, channels)
     x = torch.stack([ds[i]["x"] for i in range(len(ds))])
     got = [predictor.predict(x[a:a + batch]) for a in range(0, len(x), batch)]
@@ -184,8 +183,8 @@ def read_back(out: Path, predictor, graph: CausalGraph, size: int, channels: int
 
 
 def run_augment(pipeline: CounterfactualPipeline, inputs: Inputs, out: str | Path, items: list[dict], args: dict,
-                steps: int = 50, guidance: float = 1.0, seed: int = 0, batch_size: int = 32, devices: int = 1,
-                strategy: str = "auto", accelerator: str = "auto", predictor=None) -> int:
+                opts: InferenceOptions, devices: int = 1, strategy: str = "auto", accelerator: str = "auto",
+                predictor=None) -> int:
     """Plan → manifest → predict the unfinished items → merged labels.csv (→ :func:`read_back` with a predictor).
     Returns the number of items."""
     out = Path(out)
@@ -193,10 +192,11 @@ def run_augment(pipeline: CounterfactualPipeline, inputs: Inputs, out: str | Pat
                                     "items": [{"id": f"{i:06d}", **it} for i, it in enumerate(items)]})
     todo = [it for it in plan["items"] if not (out / "items" / f"{it['id']}.json").is_file()]
     if todo:
-        loader = torch.utils.data.DataLoader(PlanDataset(todo, inputs), batch_size=batch_size, collate_fn=collate)
+        loader = torch.utils.data.DataLoader(PlanDataset(todo, inputs), batch_size=opts.batch_size,
+                                             collate_fn=collate)
         trainer = pl.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, logger=False,
                              callbacks=[ItemWriter(out)], enable_progress_bar=True, enable_checkpointing=False)
-        trainer.predict(AugmentModule(pipeline, steps, guidance, seed), loader, return_predictions=False)
+        trainer.predict(AugmentModule(pipeline, opts), loader, return_predictions=False)
         trainer.strategy.barrier()  # every rank's items are on disk before rank zero merges
         if trainer.global_rank != 0:
             return len(plan["items"])

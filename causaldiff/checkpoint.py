@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
-import io
 import pickle
 import zipfile
 from pathlib import Path
@@ -67,21 +65,3 @@ def model_state(ckpt: dict, path, ema: bool = True) -> dict:
     if any(k.startswith("unet.") for k in sd):
         return sd
     raise ValueError(f"{path}: no model weights found in the checkpoint's state_dict")
-
-
-def export_checkpoint(src: str | Path, dst: str | Path) -> Path:
-    """Write an inference-only checkpoint: EMA weights, model config and data config (weights_only-loadable)."""
-    from causaldiff.io import atomic_write_bytes
-    from causaldiff.models.causal_diffae import CausalDiffAE
-
-    ckpt = load_checkpoint(src)
-    hp = ckpt.get("hyper_parameters", {})
-    params = inspect.signature(CausalDiffAE).parameters
-    out = {"state_dict": model_state(ckpt, src, ema=True),
-           "hyper_parameters": {k: v for k, v in hp.items() if k in params},
-           "datamodule_hyper_parameters": {k: v for k, v in ckpt.get("datamodule_hyper_parameters", {}).items()
-                                           if not k.startswith("_")},
-           "global_step": ckpt.get("global_step")}
-    buf = io.BytesIO()
-    torch.save(out, buf)
-    return atomic_write_bytes(dst, buf.getvalue())

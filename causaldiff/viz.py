@@ -1,4 +1,7 @@
-"""Intervention grids: rows are images, columns factual / reconstruction / one per intervention, labelled header."""
+"""Drawing grids of images: columns side by side under wrapped headers, with grey gutters; blocks stacked.
+
+What goes into an intervention grid is computed in :mod:`causaldiff.inference.grid`.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +14,10 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 from torchvision.utils import make_grid
 
+from causaldiff.pixels import to_uint8
+
 HEADER = 14  # px of header text per line
 GUTTER = 140  # grey of the lines between cells: white-background images stay apart
-
-
-def to_uint8(x: Tensor) -> Tensor:
-    """[-1, 1] floats → uint8 (same shape)."""
-    return ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 def grid_image(columns: list[Tensor], headers: list[str], min_cell: int = 64, padding: int = 4) -> Image.Image:
@@ -68,34 +68,6 @@ def save_png(image: Image.Image, path) -> None:
     from causaldiff.io import atomic_write_png
 
     atomic_write_png(path, np.asarray(image).transpose(2, 0, 1))
-
-
-def node_values(model, node: str, k: int = 5) -> list[float]:
-    """Values spanning a node's observed range: k training quantiles (5 %..95 %) or every class (discrete)."""
-    spec = model.graph[node]
-    if spec.discrete:
-        return list(range(spec.cardinality))
-    q = model.scm.quantiles[model.graph.index(node)]
-    pos = torch.linspace(0.05, 0.95, k) * (q.shape[0] - 1)
-    return [float(f"{q[int(p)].item():.4g}") for p in pos]
-
-
-def intervention_grid(pipeline, x: Tensor, labels: dict, node: str, values: list[float], steps: int = 50,
-                      guidance: float = 1.0, generator=None) -> tuple[Image.Image, list[dict]]:
-    """Rows = images; columns = factual, reconstruction (null intervention), then ``do(node = v)`` per value.
-
-    Returns the image and one record per counterfactual cell (row, column, intervention, cf labels).
-    """
-    dos = [[], *[f"{node}={v:g}" for v in values]]
-    outs = pipeline.counterfactuals(pipeline.abduct(x, labels, steps), dos, steps, guidance, generator)
-    headers = ["factual", "recon", *dos[1:]]
-    records = []
-    for j, (do, out) in enumerate(zip(dos, outs)):
-        for i in range(x.shape[0]):
-            rec = {"row": i, "column": j + 1, "intervention": do or "none"}
-            rec.update({k: float(v[i]) for k, v in out.cf_labels.items()})
-            records.append(rec)
-    return grid_image([x.cpu(), *[o.cf_x.cpu() for o in outs]], headers), records
 
 
 def stack_vertical(images: list[Image.Image], gap: int = 8) -> Image.Image:

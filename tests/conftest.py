@@ -59,7 +59,7 @@ def tiny_predictor(tmp_path_factory):
     from causaldiff.cli import main
 
     root = tmp_path_factory.mktemp("predictor")
-    config = __import__("pathlib").Path(__file__).parent.parent / "configs" / "predictor.yaml"
-    main(["fit-predictor", "--config", str(config), "--data.n=256", "--data.size=16", "--trainer.max_epochs=3",
-          f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false"])
-    return next(root.rglob("last.ckpt"))
+    config = __import__("pathlib").Path(__file__).parent.parent / "configs" / "tiny.yaml"  # the model's data
+    main(["fit-predictor", "--config", str(config), "--trainer.max_epochs=3", f"--trainer.default_root_dir={root}",
+          "--trainer.enable_progress_bar=false"])
+    return root / "checkpoints" / "last.ckpt"

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from causaldiff.cli import main
-from causaldiff.counterfactual import CounterfactualPipeline
 from causaldiff.evaluation.condition_use import condition_use, pair_permutation, x0_sensitivity
 from causaldiff.evaluation.evaluate import eval_data
+from causaldiff.inference.pipeline import CounterfactualPipeline
 from causaldiff.models.causal_diffae import CausalDiffAE
 from tests.helpers import tiny_model
 

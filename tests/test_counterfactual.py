@@ -5,9 +5,9 @@ import torch
 from PIL import Image
 
 from causaldiff.cli import main
-from causaldiff.counterfactual import CounterfactualPipeline
 from causaldiff.data.folder import FolderDataset
-from causaldiff.data.inputs import checkpoint_inputs
+from causaldiff.inference.inputs import checkpoint_inputs
+from causaldiff.inference.pipeline import CounterfactualPipeline
 from causaldiff.models.causal_diffae import CausalDiffAE
 from causaldiff.viz import GUTTER
 from tests.helpers import tiny_model

@@ -1,4 +1,8 @@
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -32,3 +36,26 @@ def test_demo_writes_grid_and_report(tmp_path, capsys):
     assert "demo done" in out and (tmp_path / "demo" / "grid.png").is_file()
     report = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert report["variants"]["causaldiff"]["true_cf_image_l1"] < report["variants"]["no-abduction"]["true_cf_image_l1"]
+    assert report["references"]["identity"]["composition"]["1"] == 0.0  # the "do nothing" row is in the report
+
+
+@pytest.mark.slow
+def test_demo_trains_from_a_non_editable_install(tmp_path):
+    """`pip install .` (a wheel, no repository around it), then `causaldiff demo --train`: the configs travel with
+    the package."""
+    root = Path(__file__).parent.parent
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
+    subprocess.run([*pip, str(root)], check=True, cwd=tmp_path, capture_output=True)
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import causaldiff; print(causaldiff.__file__)"],
+                           cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert str(venv) in where  # the installed copy, not the repository
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    run = subprocess.run([str(venv / "bin" / "causaldiff"), "demo", "--train", "--max-steps", "5", "--steps", "2",
+                          "--out", "demo"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    ckpt = torch.load(tmp_path / "demo" / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 5
+    assert (tmp_path / "demo" / "grid.png").is_file()
+    assert "| *identity* |" in (tmp_path / "demo" / "report.md").read_text()

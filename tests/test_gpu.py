@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from causaldiff.counterfactual import CounterfactualPipeline
 from causaldiff.diffusion.kernels import ddim_update_fused, ddim_update_reference
 from causaldiff.diffusion.sampler import CapturedLoop, ddim_loop
 from causaldiff.diffusion.schedule import make_step, sample_tables
+from causaldiff.inference.pipeline import CounterfactualPipeline
 from tests.helpers import tiny_model
 
 pytestmark = pytest.mark.gpu

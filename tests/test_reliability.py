@@ -49,7 +49,7 @@ def test_huge_image_is_refused_before_decoding(tmp_path, monkeypatch):
 
 DETERMINISM = """
 import hashlib, torch
-from causaldiff.counterfactual import CounterfactualPipeline
+from causaldiff.inference.pipeline import CounterfactualPipeline
 from causaldiff.data.worlds import get_world
 w = get_world("pendulum", 32)
 exo, labels = w.sample(4, seed=3)

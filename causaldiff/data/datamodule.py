@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, WeightedRandomSampler
 from causaldiff.data.folder import FolderDataset
 from causaldiff.data.worlds import get_world
 from causaldiff.graph import CausalGraph
+from causaldiff.pixels import to_unit
 
 
 class WorldDataset(Dataset):
@@ -28,7 +29,7 @@ class WorldDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         return {
-            "x": self.images[i].float() / 127.5 - 1,
+            "x": to_unit(self.images[i]),
             "labels": {k: v[i] for k, v in self.labels.items()},
             "mask": {k: torch.tensor(True) for k in self.labels},
         }

@@ -18,6 +18,14 @@ def scheduler_config(num_train_timesteps: int = 1000, beta_schedule: str = "line
             "prediction_type": "epsilon", "timestep_spacing": "leading"}
 
 
+def add_noise(x: Tensor, noise: Tensor, a: Tensor) -> Tensor:
+    """A sample of q(x_t | x_0): ``sqrt(a_t) x + sqrt(1 - a_t) noise`` (Ho et al., 2020, eq. 4).
+
+    ``a`` is alpha_bar_t, broadcastable to x (a 0-d tensor, or (B, 1, 1, 1)).
+    """
+    return a.sqrt() * x + (1 - a).sqrt() * noise
+
+
 def alphas_cumprod(config: dict) -> Tensor:
     """``alpha_bar_t`` (T,) of the training schedule, float32."""
     return DDIMScheduler(**config).alphas_cumprod.float()

@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from causaldiff.counterfactual import CounterfactualPipeline
+from causaldiff.diffusion.schedule import add_noise
+from causaldiff.inference.pipeline import CounterfactualPipeline
 from causaldiff.models.causal_diffae import CausalDiffAE
 
 TIMESTEPS = (100, 300, 500, 700, 900)
@@ -46,7 +47,7 @@ def x0_sensitivity(model: CausalDiffAE, x: Tensor, z: Tensor, s: Tensor, perm: T
     out = {}
     for t in timesteps:
         a = model.alphas_cumprod[t]
-        x_t = a.sqrt() * x + (1 - a).sqrt() * torch.randn(x.shape, generator=gen).to(x.device)
+        x_t = add_noise(x, torch.randn(x.shape, generator=gen).to(x.device), a)
         x0_a, x0_b = x0_hat(model, x_t, t, cond_a), x0_hat(model, x_t, t, cond_b)
         out[t] = {"swap": (x0_a - x0_b).abs().mean().item(), "error": (x0_a - x).abs().mean().item()}
     return out

@@ -5,7 +5,8 @@ sample gets ``do(node = value of another random sample)``. Variants (switchable 
   causaldiff         DDIM-inverted noise, descendants through the learned latent mechanisms;
   no-abduction       noise by forward-noising x (the published CausalDiffAE code), mechanisms kept;
   no-mechanisms      only the intervened block changes (DiffAE / plain conditional model);
-  label-propagation  descendants' blocks moved by the attribute SCM's counterfactual labels.
+  label-propagation  descendants' blocks moved by the attribute SCM's counterfactual labels;
+  fixed-point-inversion  exact (fixed-point) DDIM inversion, 4 network calls a step (not run by default).
 
 Beside them stand two references on the same items and interventions, so no number is read against a straw man:
   identity           cf_x = x ("do nothing"), with the attribute SCM's counterfactual labels;
@@ -26,15 +27,19 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from causaldiff.counterfactual import CounterfactualPipeline
 from causaldiff.data.datamodule import WorldDataset
-from causaldiff.data.inputs import checkpoint_datamodule
 from causaldiff.evaluation.metrics import dci, frechet_distance, l1_255, label_error
 from causaldiff.evaluation.predictor import AntiCausalPredictor
+from causaldiff.evaluation.report import gains
+from causaldiff.inference.batch import InferenceOptions, chunks, counterfactuals
+from causaldiff.inference.inputs import checkpoint_datamodule
+from causaldiff.inference.pipeline import CounterfactualPipeline
 from causaldiff.models.causal_diffae import CausalDiffAE
+from causaldiff.pixels import to_unit
 
 VARIANTS = {"causaldiff": {}, "no-abduction": {"inversion": "none"}, "no-mechanisms": {"propagation": "none"},
-            "label-propagation": {"propagation": "labels"}}
+            "label-propagation": {"propagation": "labels"}, "fixed-point-inversion": {"inversion": "fixed-point"}}
+DEFAULT_VARIANTS = ["causaldiff", "no-abduction", "no-mechanisms", "label-propagation"]
 
 
 @dataclass
@@ -71,8 +76,8 @@ def draw_interventions(data: EvalData, graph, seed: int) -> list[tuple[str, Tens
 class Evaluator:
     """Runs every metric for the requested variants; ``run()`` returns the report dict."""
 
-    def __init__(self, model: CausalDiffAE, predictor: AntiCausalPredictor | None, data: EvalData, steps: int = 50,
-                 cycles: int = 10, seed: int = 0, batch_size: int = 256, variants: list[str] | None = None,
+    def __init__(self, model: CausalDiffAE, predictor: AntiCausalPredictor | None, data: EvalData,
+                 opts: InferenceOptions | None = None, cycles: int = 10, variants: list[str] | None = None,
                  capture: bool = False, progress: bool = True):
         unknown = set(variants or []) - set(VARIANTS)
         if unknown:
@@ -80,20 +85,22 @@ class Evaluator:
         dev = next(model.parameters()).device
         self.model, self.predictor, self.data = model, predictor.to(dev) if predictor else None, data
         self.graph = model.graph
-        self.steps, self.cycles, self.seed, self.batch_size = steps, cycles, seed, batch_size
-        self.variants, self.capture, self.progress = variants or list(VARIANTS), capture, progress
-        self.groups = draw_interventions(data, self.graph, seed)
+        self.opts, self.cycles = opts or InferenceOptions(batch_size=256), cycles
+        self.variants, self.capture, self.progress = variants or DEFAULT_VARIANTS, capture, progress
+        self.groups = draw_interventions(data, self.graph, self.opts.seed)
         self.std = {k: max(v.float().std().item(), 1e-8) for k, v in data.labels.items()}
 
     def run(self) -> dict:
         t0 = time.perf_counter()
         stages = (len(self.variants) * (1 + self.cycles + 2 * self.cycles) + 2) * len(self.groups)
         self.bar = tqdm(total=stages, desc="evaluate", disable=not self.progress)
-        report = {"meta": {"n": self.data.x.shape[0], "steps": self.steps, "cycles": self.cycles, "seed": self.seed,
+        report = {"meta": {"n": self.data.x.shape[0], "steps": self.opts.steps, "cycles": self.cycles,
+                           "seed": self.opts.seed,
                            "nodes": self.graph.order, "world": getattr(self.data.world, "name", None)},
                   "disentanglement": self.disentanglement(), "variants": {}}
         for name in self.variants:
-            pipe = CounterfactualPipeline(self.model, capture=self.capture, **VARIANTS[name])
+            pipe = CounterfactualPipeline(self.model, mode=self.opts.mode, capture=self.capture,
+                                          **{"inversion": self.opts.inversion, **VARIANTS[name]})
             report["variants"][name] = self.variant(pipe)
         report["references"] = {"identity": self.reference("identity")}
         if self.data.world is not None:
@@ -104,24 +111,12 @@ class Evaluator:
         return report
 
     # ------------------------------------------------------------------ pieces
-    def _cf(self, pipe, x, labels, do, seed) -> tuple[Tensor, dict]:
-        """Counterfactual images and labels in chunks of batch_size."""
-        xs, ls = [], []
-        for a in range(0, x.shape[0], self.batch_size):
-            sl = slice(a, a + self.batch_size)
-            sub_do = {k: v[sl] for k, v in do.items()}
-            out = pipe(x[sl], {k: v[sl] for k, v in labels.items()}, sub_do, self.steps,
-                       generator=torch.Generator().manual_seed(seed + a))
-            xs.append(out.cf_x.cpu())
-            ls.append(out.cf_labels)
-        return torch.cat(xs), {k: torch.cat([d[k] for d in ls]) for k in ls[0]}
-
     def _predict(self, x: Tensor) -> tuple[dict, Tensor]:
         dev = next(self.predictor.parameters()).device
         preds, feats = [], []
         with torch.no_grad():
-            for a in range(0, x.shape[0], self.batch_size):
-                xb = x[a:a + self.batch_size].to(dev)
+            for a in range(0, x.shape[0], self.opts.batch_size):
+                xb = x[a:a + self.opts.batch_size].to(dev)
                 preds.append({k: v.cpu() for k, v in self.predictor.predict(xb).items()})
                 feats.append(self.predictor.features(xb).cpu())
         return {k: torch.cat([p[k] for p in preds]) for k in preds[0]}, torch.cat(feats)
@@ -133,7 +128,7 @@ class Evaluator:
 
     def variant(self, pipe) -> dict:
         def make(j, node, idx, vals, x, labels):
-            return self._cf(pipe, x, labels, {node: vals}, self.seed + 1000 * j)
+            return counterfactuals(pipe, x, labels, {node: vals}, self.opts, ("effect", j))
 
         out = self.score(make)
         out["composition"] = self.composition(pipe)
@@ -143,8 +138,9 @@ class Evaluator:
     def reference(self, kind: str) -> dict:
         """The ``identity`` (cf_x = x) or ``truth`` (rendered true counterfactual) row, scored like a variant."""
         def make(j, node, idx, vals, x, labels):
-            cf_labels = self.model.scm.counterfactual(labels, {node: vals},
-                                                      torch.Generator().manual_seed(self.seed + 1000 * j))
+            parts = [self.model.scm.counterfactual({k: v[sl] for k, v in labels.items()}, {node: vals[sl]}, gen)
+                     for sl, gen in chunks(len(idx), self.opts, ("effect", j))]  # the variants' draws
+            cf_labels = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
             if kind == "identity":
                 return x, cf_labels
             return self._truth(idx, labels, node, vals)[1], cf_labels
@@ -158,7 +154,7 @@ class Evaluator:
         """The world's true counterfactual labels and image (in [-1, 1]) of the items ``idx``."""
         exo = {k: v[idx] for k, v in self.data.exogenous.items()}
         true_labels, true_img = self.data.world.counterfactual(exo, labels, {node: vals})
-        return true_labels, true_img.float() / 127.5 - 1
+        return true_labels, to_unit(true_img)
 
     def score(self, make) -> dict:
         """Effectiveness, realism and true-CF metrics of ``make(j, node, idx, vals, x, labels) -> (cf_x, cf_labels)``
@@ -199,7 +195,7 @@ class Evaluator:
             for j, (_, idx, _) in enumerate(self.groups):
                 x = x.clone()
                 sub = {k: v[idx] for k, v in self.data.labels.items()}
-                x[idx] = self._cf(pipe, x[idx], sub, {}, self.seed + 7 * c + j)[0]
+                x[idx] = counterfactuals(pipe, x[idx], sub, {}, self.opts, ("composition", c, j))[0]
                 self.bar.update()
             if c in (1, self.cycles):
                 res[str(c)] = l1_255(self.data.x, x)
@@ -212,9 +208,9 @@ class Evaluator:
             x0 = self.data.x[idx]
             x, labels = x0, {k: v[idx] for k, v in self.data.labels.items()}
             for c in range(1, self.cycles + 1):
-                fwd_x, fwd_labels = self._cf(pipe, x, labels, {node: vals}, self.seed + 11 * c + j)
-                x, labels = self._cf(pipe, fwd_x, fwd_labels, {node: self.data.labels[node][idx]},
-                                     self.seed + 13 * c + j)
+                fwd_x, fwd_labels = counterfactuals(pipe, x, labels, {node: vals}, self.opts, ("forward", c, j))
+                x, labels = counterfactuals(pipe, fwd_x, fwd_labels, {node: self.data.labels[node][idx]}, self.opts,
+                                            ("back", c, j))
                 self.bar.update(2)
                 if str(c) in total:
                     total[str(c)] += l1_255(x0, x) * len(idx)
@@ -226,78 +222,7 @@ class Evaluator:
         dev = next(self.model.parameters()).device
         with torch.no_grad():
             zs = []
-            for a in range(0, self.data.x.shape[0], self.batch_size):
-                mu_u, _, _, _ = self.model.encode(self.data.x[a:a + self.batch_size].to(dev))
+            for a in range(0, self.data.x.shape[0], self.opts.batch_size):
+                mu_u, _, _, _ = self.model.encode(self.data.x[a:a + self.opts.batch_size].to(dev))
                 zs.append(self.model.mechanisms(mu_u).cpu())
         return dci(torch.cat(zs), self.data.labels, self.graph)
-
-
-MIN_GAP = 0.05  # identity and truth closer than this (normalised error): the predictor cannot tell them apart
-
-
-def _gain(ident: float | None, method: float | None, truth: float | None) -> float | None:
-    """(identity - method) / (identity - truth), or / identity without a truth; None where undefined."""
-    if ident is None or method is None:
-        return None
-    floor = 0.0 if truth is None else truth
-    return None if ident - floor < MIN_GAP else (ident - method) / (ident - floor)
-
-
-def gains(row: dict, references: dict) -> dict:
-    """Effect gain per node, its mean, the descendants' gain, and the true-CF L1 ratio of one variant's ``row``."""
-    ident, truth = references["identity"], references.get("truth", {})
-    per_node = {n: _gain(ident["effect_per_node"].get(n), e, truth.get("effect_per_node", {}).get(n))
-                for n, e in row["effect_per_node"].items()}
-    known = [g for g in per_node.values() if g is not None]
-    l1, l1_ident = row.get("true_cf_image_l1"), ident.get("true_cf_image_l1")
-    return {"effect_gain": per_node, "effect_gain_mean": sum(known) / len(known) if known else None,
-            "effect_gain_descendants": _gain(ident["effect_descendants"], row["effect_descendants"],
-                                             truth.get("effect_descendants")),
-            "true_cf_l1_ratio": l1 / l1_ident if l1 is not None and l1_ident else None}
-
-
-def _cell(val) -> str:
-    return "—" if val is None else f"{val:.3f}"
-
-
-def headline(report: dict) -> list[str]:
-    """Effect gain per node (1 = truth, 0 = identity) and true-CF L1 ratio (< 1 beats identity), per variant."""
-    nodes = report["meta"]["nodes"]
-    cols = [f"gain {n}" for n in nodes] + ["gain mean", "gain descendants", "true-CF L1 / identity"]
-    lines = ["| variant | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for name, g in report["gains"].items():
-        cells = [g["effect_gain"].get(n) for n in nodes]
-        cells += [g["effect_gain_mean"], g["effect_gain_descendants"], g["true_cf_l1_ratio"]]
-        lines.append(f"| {name} | " + " | ".join(map(_cell, cells)) + " |")
-    return lines
-
-
-def markdown(report: dict) -> str:
-    """The headline gains, then the metrics table: rows = variants and the identity / truth references."""
-    cols = ["effect_self", "effect_descendants", "composition@1", f"composition@{report['meta']['cycles']}",
-            "reversibility@1", f"reversibility@{report['meta']['cycles']}", "realism_fd"]
-    if report["meta"]["world"]:
-        cols += ["true_cf_image_l1", "true_cf_label_error"]
-    lines = []
-    if any(g["effect_gain_mean"] is not None or g["true_cf_l1_ratio"] is not None for g in report["gains"].values()):
-        lines += headline(report) + [""]
-    lines += ["| row | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    rows = {**report["variants"], **{f"*{k}*": v for k, v in report["references"].items()}}
-    for name, v in rows.items():
-        cells = []
-        for c in cols:
-            key, _, at = c.partition("@")
-            cells.append(v[key].get(at) if at else v.get(key))
-        lines.append(f"| {name} | " + " | ".join(map(_cell, cells)) + " |")
-    nodes = report["meta"]["nodes"]
-    if any(v["effect_per_node"] for v in rows.values()):
-        lines += ["", "Effectiveness error of the intervened node (normalised; lower is better):", "",
-                  "| row | " + " | ".join(nodes) + " |", "|---" * (len(nodes) + 1) + "|"]
-        lines += [f"| {name} | " + " | ".join(_cell(v["effect_per_node"].get(n)) for n in nodes) + " |"
-                  for name, v in rows.items()]
-    d = report["disentanglement"]
-    lines.append("")
-    lines.append(f"DCI of z: disentanglement {d['disentanglement']:.3f}, completeness {d['completeness']:.3f}, "
-                 f"informativeness {d['informativeness']:.3f}. n = {report['meta']['n']}, "
-                 f"steps = {report['meta']['steps']}, world = {report['meta']['world']}.")
-    return "\n".join(lines) + "\n"

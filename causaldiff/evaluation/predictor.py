@@ -6,7 +6,6 @@ a Fréchet distance for realism (no downloaded Inception weights).
 
 from __future__ import annotations
 
-import inspect
 import io
 from pathlib import Path
 
@@ -17,7 +16,9 @@ from torch.nn import functional as F
 
 from causaldiff.checkpoint import load_checkpoint
 from causaldiff.graph import CausalGraph
+from causaldiff.hparams import kwargs_for
 from causaldiff.io import atomic_write_bytes
+from causaldiff.models.alignment import read_labels
 from causaldiff.models.encoder import _groups
 
 
@@ -39,6 +40,11 @@ class AntiCausalPredictor(nn.Module):
         self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.heads = nn.ModuleList(nn.Linear(c_in, self.graph[n].cardinality) for n in self.graph.order)
 
+    def check_graph(self, graph: CausalGraph) -> None:
+        """Refuse a predictor trained on another graph than the model's (its readings would be meaningless)."""
+        if self.graph.order != graph.order:
+            raise ValueError(f"predictor graph {self.graph.order} does not match the model's {graph.order}")
+
     def features(self, x: Tensor) -> Tensor:
         """(B, widths[-1]) penultimate features (the space of the Fréchet distance)."""
         return self.body(x)
@@ -50,10 +56,7 @@ class AntiCausalPredictor(nn.Module):
     @torch.no_grad()
     def predict(self, x: Tensor) -> dict[str, Tensor]:
         """Predicted labels in raw units (continuous) or class indices (discrete), each (B,)."""
-        out = {}
-        for i, (name, h) in enumerate(zip(self.graph.order, self.raw(x))):
-            out[name] = h.argmax(-1).float() if self.graph[name].discrete else h[:, 0] * self.scale[i] + self.loc[i]
-        return out
+        return read_labels(self.graph, self.raw(x), self.loc, self.scale)
 
     def loss(self, x: Tensor, labels: dict[str, Tensor], mask: dict[str, Tensor]) -> dict[str, Tensor]:
         terms = {}
@@ -71,10 +74,9 @@ class AntiCausalPredictor(nn.Module):
     def from_checkpoint(cls, path: str | Path, map_location="cpu") -> AntiCausalPredictor:
         ckpt = load_checkpoint(path, map_location)
         hp = ckpt.get("hyper_parameters", {})
-        params = inspect.signature(cls).parameters
         if "graph" not in hp or "predictor_widths" not in hp:
             raise ValueError(f"{path} is not a predictor checkpoint (use `causaldiff fit-predictor`)")
-        model = cls(**{k: v for k, v in hp.items() if k in params}, widths=tuple(hp["predictor_widths"]))
+        model = cls(**kwargs_for(cls, hp), widths=tuple(hp["predictor_widths"]))
         sd = {k[len("predictor."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("predictor.")}
         model.load_state_dict(sd)
         return model.eval()

@@ -12,6 +12,13 @@ from torch.nn import functional as F
 from causaldiff.graph import CausalGraph
 
 
+def read_labels(graph: CausalGraph, heads: list[Tensor], loc: Tensor, scale: Tensor) -> dict[str, Tensor]:
+    """Per-node head outputs (B, K), in topological order, → labels (B,) in raw units: the argmax class (discrete)
+    or the standardised value times ``scale`` plus ``loc`` (continuous)."""
+    return {name: h.argmax(-1).float() if graph[name].discrete else h[:, 0] * scale[i] + loc[i]
+            for i, (name, h) in enumerate(zip(graph.order, heads))}
+
+
 class LabelAlignment(nn.Module):
     def __init__(self, graph: CausalGraph, latent_dim: int, label_stats: dict[str, list[float]] | None = None,
                  prior_std: float = 0.5):
@@ -44,11 +51,7 @@ class LabelAlignment(nn.Module):
 
     def readout(self, z: Tensor) -> dict[str, Tensor]:
         """Predicted labels in raw units from z (B, n, d): values (continuous) or class indices (discrete)."""
-        out = {}
-        for i, name in enumerate(self.graph.order):
-            h = self.h[i](z[:, i])
-            out[name] = h.argmax(-1).float() if self.graph[name].discrete else h[:, 0] * self.scale[i] + self.loc[i]
-        return out
+        return read_labels(self.graph, [h(z[:, i]) for i, h in enumerate(self.h)], self.loc, self.scale)
 
     def readout_loss(self, z: Tensor, labels: dict[str, Tensor], mask: dict[str, Tensor]) -> Tensor:
         """Masked read-out loss: MSE on standardised values, cross-entropy on classes; mean over observed."""

@@ -6,14 +6,15 @@ mechanisms, and the label-level SCM used to report counterfactual labels.
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from causaldiff.checkpoint import load_checkpoint, model_state
 from causaldiff.diffusion.schedule import alphas_cumprod, scheduler_config
 from causaldiff.graph import CausalGraph
+from causaldiff.hparams import kwargs_for
 from causaldiff.models.alignment import LabelAlignment
 from causaldiff.models.decoder import ConditionProjection, make_unet
 from causaldiff.models.encoder import CausalEncoder
@@ -22,7 +23,28 @@ from causaldiff.scm import AttributeSCM
 
 
 class CausalDiffAE(nn.Module):
-    """The whole model. Constructor arguments are the config schema and are saved in checkpoints."""
+    """The whole model. Constructor arguments are the config schema (``model:`` in a fit config) and are saved in
+    checkpoints.
+
+    Args:
+        graph: the causal graph, ``{node: {kind, parents, num_classes}}`` (see :class:`CausalGraph`); linked from
+            the data in a fit config.
+        label_stats: ``{node: [mean, std]}`` of the train labels, raw units; standardises continuous labels (linked).
+        image_size: image side in pixels (linked from ``data.size``).
+        channels: image channels, 1 or 3 (linked from the data).
+        latent_dim: width d of each node's latent block z_i; z is (B, n_nodes, d).
+        style_dim: width of the style code s: what the labels do not explain.
+        encoder_widths: output channels of the encoder's strided conv stages (each halves the resolution).
+        unet_channels: output channels of the UNet's resolution levels; all divisible by min(32, first).
+        layers_per_block: ResNet blocks per UNet level.
+        attention_levels: indices of the UNet levels with self-attention (none by default).
+        mechanism_hidden: hidden width of each latent mechanism MLP f_i.
+        prior_std: std of the label prior p(z_i | y_i) = N(g_i(y_i), prior_std^2 I), in latent units.
+        num_train_timesteps: diffusion timesteps T of the training schedule.
+        beta_schedule: diffusers beta schedule name (``linear``, ``scaled_linear``, ``squaredcos_cap_v2``).
+        condition_norm: LayerNorm the condition and scale it by 3 so it holds its own against the time embedding
+            (see :class:`ConditionProjection`); False is the stock projection of older checkpoints.
+    """
 
     def __init__(self, graph: dict, label_stats: dict | None = None, image_size: int = 32, channels: int = 3,
                  latent_dim: int = 16, style_dim: int = 32, encoder_widths: tuple[int, ...] = (32, 64, 128),
@@ -70,12 +92,8 @@ class CausalDiffAE(nn.Module):
     def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu",
                         ema: bool = True) -> CausalDiffAE:
         """Load a training checkpoint (EMA weights by default) or an exported one; never runs pickled code."""
-        from causaldiff.checkpoint import load_checkpoint, model_state
-
         ckpt = load_checkpoint(path, map_location)
-        hp = ckpt.get("hyper_parameters", {})
-        params = set(inspect.signature(cls.__init__).parameters) - {"self"}
-        config = {k: v for k, v in hp.items() if k in params}
+        config = kwargs_for(cls, ckpt.get("hyper_parameters", {}))
         if "graph" not in config:
             raise ValueError(f"{path}: checkpoint has no model config (hyper_parameters.graph missing)")
         config.setdefault("condition_norm", False)  # checkpoints written before the option have the stock projection

@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_only
 
-from causaldiff.counterfactual import CounterfactualPipeline
+from causaldiff.inference.pipeline import CounterfactualPipeline
 from causaldiff.viz import grid_image, save_png
 
 

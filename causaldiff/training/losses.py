@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from causaldiff.diffusion.schedule import add_noise
+
 
 def gaussian_kl(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor | float = 0.0, var_p: float = 1.0) -> Tensor:
     """KL(N(mu_q, exp(logvar_q)) || N(mu_p, var_p)) summed over the last dim, elementwise otherwise."""
@@ -64,7 +66,7 @@ def diffae_loss(model, batch: dict, kl_weight: float = 1.0, beta_z: float = 1.0,
     t = torch.randint(0, model.alphas_cumprod.shape[0], (b,), device=x.device)
     a = model.alphas_cumprod[t].view(b, 1, 1, 1)
     noise = torch.randn_like(x)
-    x_t = a.sqrt() * x + (1 - a).sqrt() * noise
+    x_t = add_noise(x, noise, a)
     cond = model.condition(z, s)
     drop = torch.rand(b, device=x.device) < p_uncond
     cond = torch.where(drop[:, None], model.null_condition(b).to(cond.dtype), cond)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 
 import pytorch_lightning as pl
 import torch
 
+from causaldiff.checkpoint import load_checkpoint, model_state
 from causaldiff.graph import CausalGraph
+from causaldiff.hparams import kwargs_for
 from causaldiff.models.causal_diffae import CausalDiffAE
 from causaldiff.training.losses import diffae_loss
 
@@ -36,8 +37,7 @@ class CausalDiffAEModule(pl.LightningModule):
                  init_from: str | None = None):
         super().__init__()
         self.save_hyperparameters()
-        model_args = {k: v for k, v in self.hparams.items() if k in inspect.signature(CausalDiffAE).parameters}
-        self.model = CausalDiffAE(**model_args)
+        self.model = CausalDiffAE(**kwargs_for(CausalDiffAE, self.hparams))
         self.ema_model = copy.deepcopy(self.model).requires_grad_(False)
 
     def setup(self, stage: str) -> None:
@@ -54,8 +54,6 @@ class CausalDiffAEModule(pl.LightningModule):
 
     def _load_initial_weights(self, name_or_path: str) -> None:
         """Copy network weights from a checkpoint into model and EMA; keep this data's label stats and SCM."""
-        from causaldiff.checkpoint import load_checkpoint, model_state
-
         ckpt = load_checkpoint(name_or_path)
         own = ("alignment.loc", "alignment.scale")
         state = {k: v for k, v in model_state(ckpt, name_or_path).items()

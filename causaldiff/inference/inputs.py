@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from causaldiff.checkpoint import load_checkpoint
 from causaldiff.data.datamodule import CausalDataModule
 from causaldiff.data.folder import FolderDataset, read_image
 from causaldiff.graph import CausalGraph
+from causaldiff.hparams import kwargs_for
 
 
 @dataclass
@@ -37,8 +37,7 @@ def checkpoint_datamodule(checkpoint: str | Path) -> CausalDataModule:
     hp = load_checkpoint(checkpoint).get("datamodule_hyper_parameters")
     if not hp:
         raise ValueError(f"{checkpoint} does not record its dataset; pass --input DIR with images + labels.csv")
-    params = inspect.signature(CausalDataModule).parameters
-    return CausalDataModule(**{k: v for k, v in hp.items() if k in params})
+    return CausalDataModule(**kwargs_for(CausalDataModule, hp))
 
 
 def checkpoint_inputs(checkpoint: str | Path, n: int, split: str = "test") -> Inputs:

@@ -1,0 +1,4 @@
+"""Inference: the counterfactual pipeline, its inputs, batched runs over many images, and intervention grids.
+
+Below evaluation, augmentation and the commands; never imports Lightning.
+"""
