@@ -53,6 +53,27 @@ def test_resume_continues_from_saved_step(tmp_path):
     assert ckpt["optimizer_states"][0]["state"]  # Adam moments carried over
 
 
+def test_default_root_dir_moves_everything_a_run_writes(tmp_path):
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        main(["fit", "--config", str(CONFIG), "--trainer.max_steps=2", "--trainer.default_root_dir=elsewhere"])
+    finally:
+        os.chdir(cwd)
+    assert (tmp_path / "elsewhere" / "checkpoints" / "last.ckpt").is_file()
+    assert (tmp_path / "elsewhere" / "lightning_logs" / "version_0" / "hparams.yaml").is_file()
+    assert not (tmp_path / "runs").exists()
+
+
+def test_training_commands_fail_in_one_line(tmp_path):
+    graph = '{"a": {"parents": ["b"]}, "b": {"parents": ["a"]}}'
+    with pytest.raises(SystemExit, match=r"^error: graph has a cycle: a -> b -> a$"):
+        main(["fit", "--config", str(CONFIG), "--data.world=null", f"--data.folder={tmp_path}",
+              f"--data.folder_graph={graph}"])
+    with pytest.raises(SystemExit, match=r"^error: config not found: nope\.yaml"):
+        main(["fit", "--config", "nope.yaml"])
+
+
 def test_pickled_code_checkpoint_is_refused(tmp_path):
     class Evil:
         def __reduce__(self):
