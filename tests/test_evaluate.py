@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from causaldiff.cli import main
-from causaldiff.evaluation.evaluate import VARIANTS, draw_interventions, eval_data, gains
+from causaldiff.evaluation.evaluate import DEFAULT_VARIANTS, draw_interventions, eval_data, gains
 from causaldiff.evaluation.predictor import AntiCausalPredictor
 from causaldiff.graph import CausalGraph
 
@@ -38,7 +38,7 @@ def test_evaluate_cli_writes_every_metric(tiny_ckpt, tiny_predictor, tmp_path):
           "--steps", "4", "--cycles", "2", "--out", str(out)])
     assert time.perf_counter() - t0 < 60
     report = json.loads(out.read_text())
-    assert set(report["variants"]) == set(VARIANTS)
+    assert set(report["variants"]) == set(DEFAULT_VARIANTS)
     for v in report["variants"].values():
         for key in ("effect_self", "effect_descendants", "realism_fd", "true_cf_image_l1", "true_cf_label_error"):
             assert math.isfinite(v[key]), key

@@ -5,7 +5,8 @@ sample gets ``do(node = value of another random sample)``. Variants (switchable 
   causaldiff         DDIM-inverted noise, descendants through the learned latent mechanisms;
   no-abduction       noise by forward-noising x (the published CausalDiffAE code), mechanisms kept;
   no-mechanisms      only the intervened block changes (DiffAE / plain conditional model);
-  label-propagation  descendants' blocks moved by the attribute SCM's counterfactual labels.
+  label-propagation  descendants' blocks moved by the attribute SCM's counterfactual labels;
+  fixed-point-inversion  exact (fixed-point) DDIM inversion, 4 network calls a step (not run by default).
 
 Beside them stand two references on the same items and interventions, so no number is read against a straw man:
   identity           cf_x = x ("do nothing"), with the attribute SCM's counterfactual labels;
@@ -34,7 +35,8 @@ from causaldiff.evaluation.predictor import AntiCausalPredictor
 from causaldiff.models.causal_diffae import CausalDiffAE
 
 VARIANTS = {"causaldiff": {}, "no-abduction": {"inversion": "none"}, "no-mechanisms": {"propagation": "none"},
-            "label-propagation": {"propagation": "labels"}}
+            "label-propagation": {"propagation": "labels"}, "fixed-point-inversion": {"inversion": "fixed-point"}}
+DEFAULT_VARIANTS = ["causaldiff", "no-abduction", "no-mechanisms", "label-propagation"]
 
 
 @dataclass
@@ -81,7 +83,7 @@ class Evaluator:
         self.model, self.predictor, self.data = model, predictor.to(dev) if predictor else None, data
         self.graph = model.graph
         self.steps, self.cycles, self.seed, self.batch_size = steps, cycles, seed, batch_size
-        self.variants, self.capture, self.progress = variants or list(VARIANTS), capture, progress
+        self.variants, self.capture, self.progress = variants or DEFAULT_VARIANTS, capture, progress
         self.groups = draw_interventions(data, self.graph, seed)
         self.std = {k: max(v.float().std().item(), 1e-8) for k, v in data.labels.items()}
 
