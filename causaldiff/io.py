@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from causaldiff.data.medical import nifti_like
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` via temp file + fsync + rename; an interruption leaves no partial file."""
@@ -53,12 +55,15 @@ def atomic_write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
 def encode_like(unit: np.ndarray, source: dict) -> tuple[str, bytes]:
     """(suffix, file bytes) for a float (C, H, W) image in [0, 1], in its source's depth
     (see :func:`causaldiff.data.folder.read_image`): 8-bit PNG, 16-bit PNG (single channel), or a float32 .npy
-    ((H, W) or (H, W, C)) mapped back to the source's raw intensity range ``[lo, hi]``."""
+    ((H, W) or (H, W, C)) mapped back to the source's raw intensity range ``[lo, hi]``; a NIfTI source's image
+    becomes a ``.nii.gz`` with its header and affine."""
     unit = np.clip(np.asarray(unit, dtype=np.float32), 0, 1)
     depth = source.get("depth", 8)
     if depth == "float":
         lo, hi = source["range"]
         arr = lo + unit * (hi - lo)
+        if "nifti" in source and arr.shape[0] == 1:
+            return ".nii.gz", nifti_like(arr[0], source["nifti"])
         buf = io.BytesIO()
         np.save(buf, np.ascontiguousarray(arr[0] if arr.shape[0] == 1 else np.transpose(arr, (1, 2, 0))))
         return ".npy", buf.getvalue()

@@ -9,6 +9,7 @@ from causaldiff.cli import main
 from causaldiff.data.datamodule import CausalDataModule
 from causaldiff.data.folder import FolderDataset, load_image, read_image
 from causaldiff.data.worlds import get_world
+from causaldiff.io import encode_like
 
 GRAPH = {"age": {}, "sex": {"kind": "binary"}, "size": {"parents": ["age"]}}
 
@@ -180,7 +181,7 @@ def test_nifti_and_dicom_slices(tmp_path):
     vol = np.linspace(0, 500, 64, dtype=np.float32).reshape(8, 8, 1)  # one slice of a volume
     nibabel.save(nibabel.Nifti1Image(vol, np.eye(4)), tmp_path / "s.nii.gz")
     x, src = read_image(tmp_path / "s.nii.gz", 1, 8)
-    assert src == {"depth": "float", "range": [0.0, 500.0]}
+    assert src == {"depth": "float", "range": [0.0, 500.0], "nifti": str(tmp_path / "s.nii.gz")}
     assert torch.allclose(x[0], torch.from_numpy(vol[..., 0] / 250 - 1), atol=1e-6)
     nibabel.save(nibabel.Nifti1Image(np.zeros((4, 4, 3), np.float32), np.eye(4)), tmp_path / "v.nii")
     with pytest.raises(ValueError, match=r"v.nii: expected one 2-D slice, got an array of shape \(4, 4, 3\)"):
@@ -194,6 +195,34 @@ def test_nifti_and_dicom_slices(tmp_path):
     (tmp_path / "bad.dcm").write_bytes(b"not a dicom file")
     with pytest.raises(ValueError, match="unreadable pydicom file .*bad.dcm"):
         load_image(tmp_path / "bad.dcm", 1, 8)
+
+
+def test_nifti_round_trip_keeps_affine_and_intensities(tmp_path):
+    """A NIfTI slice in, a NIfTI out: the source's affine, singleton axes and intensity range come back."""
+    import nibabel
+
+    affine = np.array([[0.9, 0, 0, -40.0], [0, 1.1, 0, 12.0], [0, 0, 3.0, 7.5], [0, 0, 0, 1]])
+    vol = np.linspace(-100, 900, 64, dtype=np.float32).reshape(8, 8, 1)
+    nibabel.save(nibabel.Nifti1Image(vol, affine), tmp_path / "s.nii.gz")
+    x, src = read_image(tmp_path / "s.nii.gz", 1, 8)
+    assert src["nifti"] == str(tmp_path / "s.nii.gz")
+    suffix, data = encode_like(((x + 1) / 2).numpy(), src)
+    assert suffix == ".nii.gz"
+    (tmp_path / "out.nii.gz").write_bytes(data)
+    out = nibabel.load(tmp_path / "out.nii.gz")
+    assert out.shape == (8, 8, 1) and np.allclose(out.affine, affine)
+    assert np.allclose(out.get_fdata(), vol, atol=1e-3)
+    x_back, _ = read_image(tmp_path / "out.nii.gz", 1, 8)  # the loader reads it like any input
+    assert torch.allclose(x_back, x, atol=1e-5)
+
+    big = np.zeros((16, 16, 1), np.float32)  # resampled to the model's 8 x 8: voxels twice as large, same world box
+    nibabel.save(nibabel.Nifti1Image(big, affine), tmp_path / "big.nii")
+    x, src = read_image(tmp_path / "big.nii", 1, 8)
+    (tmp_path / "small.nii.gz").write_bytes(encode_like(((x + 1) / 2).numpy(), src)[1])
+    small = nibabel.load(tmp_path / "small.nii.gz").affine
+    assert np.allclose(small[:3, :2], 2 * affine[:3, :2]) and np.allclose(small[:3, 2], affine[:3, 2])
+    edge = np.array([-0.5, -0.5, 0, 1])  # the outer corner of voxel (0, 0), in voxel units
+    assert np.allclose(small @ edge, affine @ edge)
 
 
 def test_missing_medical_extra_is_named(tmp_path, monkeypatch):

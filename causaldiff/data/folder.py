@@ -12,7 +12,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from causaldiff.data.medical import is_medical, load_slice
+from causaldiff.data.medical import is_medical, is_nifti, load_slice
 from causaldiff.graph import CausalGraph
 from causaldiff.io import atomic_write_bytes, atomic_write_text, csv_text, format_value, png_bytes
 
@@ -85,7 +85,8 @@ def read_image(path: Path, channels: int, size: int) -> tuple[torch.Tensor, dict
     if path.suffix.lower() == ".npy" or is_medical(path):
         raw = load_slice(path) if is_medical(path) else _load_npy(path)
         arr, lo, hi = _normalise(raw, path)
-        return _from_unit(torch.from_numpy(arr), channels, size), {"depth": "float", "range": [lo, hi]}
+        source = {"depth": "float", "range": [lo, hi], **({"nifti": str(path)} if is_nifti(path) else {})}
+        return _from_unit(torch.from_numpy(arr), channels, size), source
     try:
         with Image.open(path) as im:
             if im.width * im.height > MAX_PIXELS:
