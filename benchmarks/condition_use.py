@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from causaldiff.evaluation.condition_use import SWAPS, TIMESTEPS, condition_use
+from causaldiff.evaluation.condition_use import SWAPS, condition_use
 from causaldiff.evaluation.predictor import AntiCausalPredictor
 from causaldiff.inference.inputs import checkpoint_inputs
 from causaldiff.inference.pipeline import CounterfactualPipeline
@@ -36,9 +36,10 @@ def markdown(rows: dict[str, dict], meta: dict) -> str:
                 lines += [f"| {kind} | {w} | " + " | ".join(f"{swaps[w][n]:.2f}" for n in nodes) + " |"
                           for w in SWAPS]
             lines.append("")
-        lines += ["| t | " + " | ".join(str(t) for t in TIMESTEPS) + " |", "|---|" + "---|" * len(TIMESTEPS),
-                  "| x0 swap | " + " | ".join(f"{r['x0'][t]['swap']:.3f}" for t in TIMESTEPS) + " |",
-                  "| x0 error | " + " | ".join(f"{r['x0'][t]['error']:.3f}" for t in TIMESTEPS) + " |", ""]
+        ts = list(r["x0"])
+        lines += ["| t | " + " | ".join(str(t) for t in ts) + " |", "|---|" + "---|" * len(ts),
+                  "| x0 swap | " + " | ".join(f"{r['x0'][t]['swap']:.3f}" for t in ts) + " |",
+                  "| x0 error | " + " | ".join(f"{r['x0'][t]['error']:.3f}" for t in ts) + " |", ""]
         c = r["collapse"]
         lines += [f"Collapse: |s_A − s_B| {c['s_gap']:.3f}; |z_A − z_B| per block "
                   + ", ".join(f"{n} {v:.3f}" for n, v in c["z_gap"].items())
@@ -65,7 +66,7 @@ def main() -> None:
         inp = checkpoint_inputs(ckpt, args.n)
         name = args.name[i] if i < len(args.name) else ckpt
         rows[name] = condition_use(pipe, predictor, inp.x, inp.labels, args.steps)
-    meta = {"n": args.n, "steps": args.steps, "timesteps": list(TIMESTEPS)}
+    meta = {"n": args.n, "steps": args.steps}
     table = markdown(rows, meta)
     print(table)
     out = Path(args.out)

@@ -25,7 +25,7 @@ def mid_t_swap(checkpoint) -> float:
         mu_u, _, s, _ = model.encode(data.x)
         z = model.mechanisms(mu_u)
     t = model.alphas_cumprod.shape[0] // 2
-    return x0_sensitivity(model, data.x, z, s, pair_permutation(32), timesteps=(t,))[t]["swap"]
+    return x0_sensitivity(model, data.x, z, s, pair_permutation(32), at=[t])[t]["swap"]
 
 
 @pytest.fixture(scope="module")

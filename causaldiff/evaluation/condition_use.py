@@ -19,7 +19,7 @@ from causaldiff.diffusion.schedule import add_noise
 from causaldiff.inference.pipeline import CounterfactualPipeline
 from causaldiff.models.causal_diffae import CausalDiffAE
 
-TIMESTEPS = (100, 300, 500, 700, 900)
+NOISE_LEVELS = (0.1, 0.3, 0.5, 0.7, 0.9)  # t / T where x0 sensitivity is measured (t = 100 ... 900 at T = 1000)
 SWAPS = ("z", "s", "both")
 
 
@@ -31,6 +31,11 @@ def pair_permutation(n: int, seed: int = 0) -> Tensor:
     return perm
 
 
+def timesteps(model: CausalDiffAE) -> list[int]:
+    """The timesteps of :data:`NOISE_LEVELS` for this model's T."""
+    return [int(f * model.alphas_cumprod.shape[0]) for f in NOISE_LEVELS]
+
+
 def x0_hat(model: CausalDiffAE, x_t: Tensor, t: int, cond: Tensor) -> Tensor:
     """x0 predicted from x_t (B, C, H, W) at timestep t under cond (B, E)."""
     a = model.alphas_cumprod[t]
@@ -40,12 +45,13 @@ def x0_hat(model: CausalDiffAE, x_t: Tensor, t: int, cond: Tensor) -> Tensor:
 
 @torch.no_grad()
 def x0_sensitivity(model: CausalDiffAE, x: Tensor, z: Tensor, s: Tensor, perm: Tensor,
-                   timesteps=TIMESTEPS, seed: int = 0) -> dict[int, dict[str, float]]:
-    """{t: {"swap": mean |x0(cond_A) - x0(cond_B)|, "error": mean |x0(cond_A) - x|}} in [-1, 1] units."""
+                   at: list[int] | None = None, seed: int = 0) -> dict[int, dict[str, float]]:
+    """{t: {"swap": mean |x0(cond_A) - x0(cond_B)|, "error": mean |x0(cond_A) - x|}} in [-1, 1] units, at the
+    timesteps ``at`` (default :func:`timesteps`)."""
     gen = torch.Generator().manual_seed(seed)
     cond_a, cond_b = model.condition(z, s), model.condition(z[perm], s[perm])
     out = {}
-    for t in timesteps:
+    for t in at or timesteps(model):
         a = model.alphas_cumprod[t]
         x_t = add_noise(x, torch.randn(x.shape, generator=gen).to(x.device), a)
         x0_a, x0_b = x0_hat(model, x_t, t, cond_a), x0_hat(model, x_t, t, cond_b)
@@ -54,11 +60,11 @@ def x0_sensitivity(model: CausalDiffAE, x: Tensor, z: Tensor, s: Tensor, perm: T
 
 
 @torch.no_grad()
-def collapse(model: CausalDiffAE, z: Tensor, s: Tensor, perm: Tensor, timesteps=TIMESTEPS) -> dict:
+def collapse(model: CausalDiffAE, z: Tensor, s: Tensor, perm: Tensor) -> dict:
     """Gaps between pairs' codes and the condition's size against the time embedding's (both (B, E) norms)."""
     unet = model.unet
     temb = [unet.time_embedding(unet.time_proj(torch.full((z.shape[0],), t, device=z.device)).to(z.dtype))
-            for t in timesteps]
+            for t in timesteps(model)]
     return {"s_gap": (s - s[perm]).abs().mean().item(),
             "z_gap": {n: (z[:, i] - z[perm, i]).abs().mean().item() for i, n in enumerate(model.graph.order)},
             "cond_norm": model.condition(z, s).norm(dim=1).mean().item(),
