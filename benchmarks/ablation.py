@@ -49,8 +49,9 @@ def summary(report: dict) -> dict:
         vals = [v for v in d.values() if v == v]
         return sum(vals) / len(vals) if vals else float("nan")
 
-    return {"inverted z swap": mean(report["swap"]["inverted"]["z"]), "fresh z swap": mean(report["swap"]["fresh"]["z"]),
-            "inverted s swap": mean(report["swap"]["inverted"]["s"]), "x0 swap (mid t)": report["x0"][mid]["swap"],
+    swap = report["swap"]
+    return {"inverted z swap": mean(swap["inverted"]["z"]), "fresh z swap": mean(swap["fresh"]["z"]),
+            "inverted s swap": mean(swap["inverted"]["s"]), "x0 swap (mid t)": report["x0"][mid]["swap"],
             "x0 error (mid t)": report["x0"][mid]["error"], "|s_A - s_B|": report["collapse"]["s_gap"],
             "|cond| / |temb|": report["collapse"]["cond_norm"] / report["collapse"]["temb_norm"]}
 
