@@ -173,6 +173,9 @@ def test_read_back_share_for_a_discrete_node(tmp_path):
         def predict(self, x):
             return {"lesion": torch.tensor([1.0, 1.0, 0.0, 0.0])[: len(x)]}
 
+        def check_graph(self, graph):
+            assert graph is g
+
     assert read_back(tmp_path, Fixed(), g, 8, 1) == {"lesion": {"n": 3, "read_back_share": 0.6667}}
     rows = (tmp_path / "labels.csv").read_text().splitlines()
     assert [r.split(",")[-1] for r in rows[1:]] == ["1", "1", "0", ""]

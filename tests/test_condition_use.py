@@ -14,8 +14,9 @@ from causaldiff.models.causal_diffae import CausalDiffAE
 from tests.helpers import tiny_model
 
 CONFIG = Path(__file__).parent.parent / "configs" / "tiny.yaml"
-# mean |x0(cond_A) - x0(cond_B)| at t = 50 of 100 (mid noise), [-1, 1] units: the floor an obeying decoder clears
-X0_SWAP_FLOOR = 0.02
+# mean |x0(cond_A) - x0(cond_B)| at t = 50 of 100 (mid noise), [-1, 1] units, after 300 tiny steps: measured 2.4e-3
+# with the default recipe and 2e-5 with the shipped models' (stock projection, sampled latents): 120x apart
+X0_SWAP_FLOOR = 5e-4
 
 
 def mid_t_swap(checkpoint) -> float:
@@ -25,7 +26,7 @@ def mid_t_swap(checkpoint) -> float:
         mu_u, _, s, _ = model.encode(data.x)
         z = model.mechanisms(mu_u)
     t = model.alphas_cumprod.shape[0] // 2
-    return x0_sensitivity(model, data.x, z, s, pair_permutation(32), at=[t])[t]["swap"]
+    return x0_sensitivity(model, data.x, z, s, pair_permutation(data.x.shape[0]), at=[t])[t]["swap"]
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,8 @@ def test_condition_norm_sets_the_scale_of_every_condition():
     cond = model.condition(model.mechanisms(mu_u), s)
     e = cond.shape[1]
     assert torch.allclose(cond.norm(dim=1), torch.full((cond.shape[0],), 3.0 * e**0.5), rtol=1e-3)
-    assert model.null_condition(1).norm().item() == pytest.approx(3.0 * e**0.5, rel=1e-3)
+    # the null vector starts tiny (0.02 randn), so LayerNorm's eps still shows: 1 - ||null|| / (3 sqrt(E)) ~ 1 %
+    assert model.null_condition(1).norm().item() == pytest.approx(3.0 * e**0.5, rel=0.03)
 
 
 @pytest.mark.slow

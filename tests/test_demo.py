@@ -46,7 +46,7 @@ def test_demo_trains_from_a_non_editable_install(tmp_path):
     root = Path(__file__).parent.parent
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps"]
     subprocess.run([*pip, str(root)], check=True, cwd=tmp_path, capture_output=True)
     where = subprocess.run([str(venv / "bin" / "python"), "-c", "import causaldiff; print(causaldiff.__file__)"],
                            cwd=tmp_path, capture_output=True, text=True, check=True).stdout

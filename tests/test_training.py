@@ -160,10 +160,10 @@ def test_init_from_starts_from_a_checkpoints_weights(tiny_ckpt, tmp_path):
     base = ["fit", "--config", str(CONFIG), f"--model.init_from={tiny_ckpt}", "--data.seed=3"]
     try:  # lr 0: the weights after two steps are exactly the ones loaded
         main([*base, "--trainer.max_steps=2", "--model.lr=0"])
-        with pytest.raises(ValueError, match="init_from .*architecture differs"):
+        with pytest.raises(SystemExit, match="^error: init_from .*architecture differs"):
             main([*base, "--trainer.max_steps=2", "--model.latent_dim=8",
                   "--trainer.default_root_dir=other", "--trainer.callbacks=[]", "--trainer.logger=false"])
-        with pytest.raises(ValueError, match="init_from .*do not match this run's"):
+        with pytest.raises(SystemExit, match="^error: init_from .*do not match this run's"):
             main([*base, "--trainer.max_steps=2", "--data.size=8", "--trainer.default_root_dir=other",
                   "--trainer.callbacks=[]", "--trainer.logger=false"])
     finally:

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from causaldiff.data.datamodule import WorldDataset
 from causaldiff.evaluation.metrics import dci, frechet_distance, l1_255, label_error
 from causaldiff.evaluation.predictor import AntiCausalPredictor
-from causaldiff.evaluation.report import gains
+from causaldiff.evaluation.report import gains, markdown  # noqa: F401 - markdown: re-exported from its old path
 from causaldiff.inference.batch import InferenceOptions, chunks, counterfactuals
 from causaldiff.inference.inputs import checkpoint_datamodule
 from causaldiff.inference.pipeline import CounterfactualPipeline

@@ -1,0 +1,1 @@
+"""Counterfactual evaluation: anti-causal predictors, axiomatic metrics, true-counterfactual error, DCI."""

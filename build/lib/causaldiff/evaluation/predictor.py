@@ -1,0 +1,126 @@
+"""Anti-causal predictors (pseudo-oracles): a CNN that predicts every label from an image, trained with Lightning.
+
+Used to measure effectiveness (does cf_x show the counterfactual labels?) and, through its penultimate features,
+a Fréchet distance for realism (no downloaded Inception weights).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from causaldiff.checkpoint import load_checkpoint
+from causaldiff.graph import CausalGraph
+from causaldiff.hparams import kwargs_for
+from causaldiff.io import atomic_write_bytes
+from causaldiff.models.alignment import read_labels
+from causaldiff.models.encoder import _groups
+
+
+class AntiCausalPredictor(nn.Module):
+    """x (B, C, H, W) → {node: (B,) value} (continuous, raw units) or (B, K) logits (discrete)."""
+
+    def __init__(self, graph: dict, label_stats: dict | None = None, channels: int = 3,
+                 widths: tuple[int, ...] = (32, 64, 128)):
+        super().__init__()
+        self.graph = CausalGraph.from_dict(graph)
+        stats = label_stats or {}
+        self.register_buffer("loc", torch.tensor([stats.get(n, [0.0, 1.0])[0] for n in self.graph.order]))
+        self.register_buffer("scale", torch.tensor([stats.get(n, [0.0, 1.0])[1] for n in self.graph.order]))
+        layers, c_in = [], channels
+        for w in widths:
+            layers += [nn.Conv2d(c_in, w, 3, padding=1), nn.GroupNorm(_groups(w), w), nn.SiLU(),
+                       nn.Conv2d(w, w, 3, stride=2, padding=1), nn.GroupNorm(_groups(w), w), nn.SiLU()]
+            c_in = w
+        self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.heads = nn.ModuleList(nn.Linear(c_in, self.graph[n].cardinality) for n in self.graph.order)
+
+    def check_graph(self, graph: CausalGraph) -> None:
+        """Refuse a predictor trained on another graph than the model's (its readings would be meaningless)."""
+        if self.graph.order != graph.order:
+            raise ValueError(f"predictor graph {self.graph.order} does not match the model's {graph.order}")
+
+    def features(self, x: Tensor) -> Tensor:
+        """(B, widths[-1]) penultimate features (the space of the Fréchet distance)."""
+        return self.body(x)
+
+    def raw(self, x: Tensor) -> list[Tensor]:
+        h = self.features(x)
+        return [head(h) for head in self.heads]
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> dict[str, Tensor]:
+        """Predicted labels in raw units (continuous) or class indices (discrete), each (B,)."""
+        return read_labels(self.graph, self.raw(x), self.loc, self.scale)
+
+    def loss(self, x: Tensor, labels: dict[str, Tensor], mask: dict[str, Tensor]) -> dict[str, Tensor]:
+        terms = {}
+        for i, (name, h) in enumerate(zip(self.graph.order, self.raw(x))):
+            m = mask[name].float()
+            if self.graph[name].discrete:
+                per = F.cross_entropy(h, labels[name].long().clamp(0, h.shape[1] - 1), reduction="none")
+            else:
+                per = (h[:, 0] - (labels[name].float() - self.loc[i]) / self.scale[i]) ** 2
+            terms[name] = (per * m).sum() / m.sum().clamp_min(1)
+        terms["loss"] = sum(terms.values())
+        return terms
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, map_location="cpu") -> AntiCausalPredictor:
+        ckpt = load_checkpoint(path, map_location)
+        hp = ckpt.get("hyper_parameters", {})
+        if "graph" not in hp or "predictor_widths" not in hp:
+            raise ValueError(f"{path} is not a predictor checkpoint (use `causaldiff fit-predictor`)")
+        model = cls(**kwargs_for(cls, hp), widths=tuple(hp["predictor_widths"]))
+        sd = {k[len("predictor."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("predictor.")}
+        model.load_state_dict(sd)
+        return model.eval()
+
+
+def export_predictor(src: str | Path, dst: str | Path) -> Path:
+    """Write an inference-only predictor checkpoint (weights and hyper-parameters, no optimiser state)."""
+    ckpt = load_checkpoint(src)
+    out = {"state_dict": {k: v for k, v in ckpt["state_dict"].items() if k.startswith("predictor.")},
+           "hyper_parameters": dict(ckpt.get("hyper_parameters", {}))}
+    buf = io.BytesIO()
+    torch.save(out, buf)
+    return atomic_write_bytes(dst, buf.getvalue())
+
+
+class PredictorModule(pl.LightningModule):
+    """Trains an :class:`AntiCausalPredictor` (graph, label_stats and channels are linked from the data)."""
+
+    def __init__(self, graph: dict, label_stats: dict | None = None, channels: int = 3,
+                 predictor_widths: tuple[int, ...] = (32, 64, 128), lr: float = 1e-3, weight_decay: float = 1e-4,
+                 augment_noise: float = 0.05):
+        super().__init__()
+        self.save_hyperparameters()
+        self.predictor = AntiCausalPredictor(graph, label_stats, channels, tuple(predictor_widths))
+
+    def _step(self, batch: dict, stage: str) -> Tensor:
+        x = batch["x"]
+        if stage == "train" and self.hparams.augment_noise > 0:  # robustness to generator artefacts
+            x = x + self.hparams.augment_noise * torch.randn_like(x)
+        terms = self.predictor.loss(x, batch["labels"], batch["mask"])
+        self.log_dict({f"{stage}/{k}": v for k, v in terms.items()}, batch_size=x.shape[0], prog_bar=stage == "val")
+        return terms["loss"]
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(opt, total),
+                                                   "interval": "step"}}

@@ -1,0 +1,53 @@
+"""Inputs for the inference commands: a user's folder, or the held-out split of a checkpoint's own dataset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from causaldiff.checkpoint import load_checkpoint
+from causaldiff.data.datamodule import CausalDataModule
+from causaldiff.data.folder import FolderDataset, read_image
+from causaldiff.graph import CausalGraph
+from causaldiff.hparams import kwargs_for
+
+
+@dataclass
+class Inputs:
+    x: torch.Tensor  # (N, C, H, W) in [-1, 1]
+    labels: dict[str, torch.Tensor]  # raw units, NaN = unknown (read back from the image)
+    names: list[str]  # source file (folder) or dataset index
+    sources: list[dict] | None = None  # each image's depth (see folder.read_image); None: 8-bit
+
+
+def folder_inputs(root: str | Path, graph: CausalGraph, size: int, channels: int, n: int | None = None) -> Inputs:
+    """All (or the first ``n``) images of a folder with labels.csv, resized to the model's size."""
+    ds = FolderDataset(root, graph, size, channels)
+    count = len(ds) if n is None else min(n, len(ds))
+    read = [read_image(f, channels, size) for f in ds.files[:count]]
+    labels = {k: v[:count].clone() for k, v in ds.labels.items()}
+    names = [str(f.relative_to(Path(root).resolve())) for f in ds.files[:count]]
+    return Inputs(torch.stack([x for x, _ in read]), labels, names, [src for _, src in read])
+
+
+def checkpoint_datamodule(checkpoint: str | Path) -> CausalDataModule:
+    """The DataModule the checkpoint was trained with (same world or folder, seed and split)."""
+    hp = load_checkpoint(checkpoint).get("datamodule_hyper_parameters")
+    if not hp:
+        raise ValueError(f"{checkpoint} does not record its dataset; pass --input DIR with images + labels.csv")
+    return CausalDataModule(**kwargs_for(CausalDataModule, hp))
+
+
+def checkpoint_inputs(checkpoint: str | Path, n: int, split: str = "test") -> Inputs:
+    """The first ``n`` items of the ``split`` of the dataset the checkpoint was trained on."""
+    dm = checkpoint_datamodule(checkpoint)
+    ds = dm.subset(split if len(dm.splits[split]) else "train")
+    count = min(n, len(ds))
+    items = [ds[i] for i in range(count)]
+    x = torch.stack([it["x"] for it in items])
+    labels = {k: torch.stack([torch.where(it["mask"][k], it["labels"][k], torch.tensor(float("nan")))
+                              for it in items]) for k in dm.graph.order}
+    names = [f"{split}[{int(dm.splits[split][i])}]" for i in range(count)]
+    return Inputs(x, labels, names)

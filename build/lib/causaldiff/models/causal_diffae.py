@@ -1,0 +1,102 @@
+"""CausalDiffAE: causal encoder + latent mechanisms + label alignment + conditional UNet decoder + attribute SCM.
+
+After Komanduri et al., "Causal Diffusion Autoencoders" (ECAI 2024), with the graph from config, recursive
+mechanisms, and the label-level SCM used to report counterfactual labels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from causaldiff.checkpoint import load_checkpoint, model_state
+from causaldiff.diffusion.schedule import alphas_cumprod, scheduler_config
+from causaldiff.graph import CausalGraph
+from causaldiff.hparams import kwargs_for
+from causaldiff.models.alignment import LabelAlignment
+from causaldiff.models.decoder import ConditionProjection, make_unet
+from causaldiff.models.encoder import CausalEncoder
+from causaldiff.models.mechanisms import LatentMechanisms
+from causaldiff.scm import AttributeSCM
+
+
+class CausalDiffAE(nn.Module):
+    """The whole model. Constructor arguments are the config schema (``model:`` in a fit config) and are saved in
+    checkpoints.
+
+    Args:
+        graph: the causal graph, ``{node: {kind, parents, num_classes}}`` (see :class:`CausalGraph`); linked from
+            the data in a fit config.
+        label_stats: ``{node: [mean, std]}`` of the train labels, raw units; standardises continuous labels (linked).
+        image_size: image side in pixels (linked from ``data.size``).
+        channels: image channels, 1 or 3 (linked from the data).
+        latent_dim: width d of each node's latent block z_i; z is (B, n_nodes, d).
+        style_dim: width of the style code s: what the labels do not explain.
+        encoder_widths: output channels of the encoder's strided conv stages (each halves the resolution).
+        unet_channels: output channels of the UNet's resolution levels; all divisible by min(32, first).
+        layers_per_block: ResNet blocks per UNet level.
+        attention_levels: indices of the UNet levels with self-attention (none by default).
+        mechanism_hidden: hidden width of each latent mechanism MLP f_i.
+        prior_std: std of the label prior p(z_i | y_i) = N(g_i(y_i), prior_std^2 I), in latent units.
+        num_train_timesteps: diffusion timesteps T of the training schedule.
+        beta_schedule: diffusers beta schedule name (``linear``, ``scaled_linear``, ``squaredcos_cap_v2``).
+        condition_norm: LayerNorm the condition and scale it by 3 so it holds its own against the time embedding
+            (see :class:`ConditionProjection`); False is the stock projection of older checkpoints.
+    """
+
+    def __init__(self, graph: dict, label_stats: dict | None = None, image_size: int = 32, channels: int = 3,
+                 latent_dim: int = 16, style_dim: int = 32, encoder_widths: tuple[int, ...] = (32, 64, 128),
+                 unet_channels: tuple[int, ...] = (32, 64, 64), layers_per_block: int = 1,
+                 attention_levels: tuple[int, ...] = (), mechanism_hidden: int = 64, prior_std: float = 0.5,
+                 num_train_timesteps: int = 1000, beta_schedule: str = "linear", condition_norm: bool = True):
+        super().__init__()
+        self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        self.graph = CausalGraph.from_dict(graph)
+        n = len(self.graph)
+        self.image_size, self.channels, self.latent_dim, self.style_dim = image_size, channels, latent_dim, style_dim
+        self.encoder = CausalEncoder(channels, n, latent_dim, style_dim, tuple(encoder_widths))
+        self.mechanisms = LatentMechanisms(self.graph, latent_dim, mechanism_hidden)
+        self.alignment = LabelAlignment(self.graph, latent_dim, label_stats, prior_std)
+        self.unet = make_unet(image_size, channels, tuple(unet_channels), layers_per_block, tuple(attention_levels))
+        self.condition_proj = ConditionProjection(n * latent_dim + style_dim, 4 * unet_channels[0], condition_norm)
+        self.scm = AttributeSCM(self.graph)
+        self.scheduler_config = scheduler_config(num_train_timesteps, beta_schedule)
+        self.register_buffer("alphas_cumprod", alphas_cumprod(self.scheduler_config), persistent=False)
+
+    # ------------------------------------------------------------------ pieces
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """x (B, C, H, W) → posterior (mu_u, logvar_u) (B, n, d) and (mu_s, logvar_s) (B, style_dim)."""
+        self.check_images(x)
+        return self.encoder(x)
+
+    def condition(self, z: Tensor, s: Tensor) -> Tensor:
+        """(B, n, d), (B, style) → (B, E) decoder condition."""
+        return self.condition_proj(torch.cat([z.flatten(1), s], dim=1))
+
+    def null_condition(self, batch: int) -> Tensor:
+        return self.condition_proj.null_condition().expand(batch, -1)
+
+    def eps(self, x_t: Tensor, t: Tensor, cond: Tensor) -> Tensor:
+        """Predicted noise (B, C, H, W) for x_t at timesteps t (B,) under condition (B, E)."""
+        return self.unet(x_t, t, class_labels=cond).sample
+
+    def check_images(self, x: Tensor) -> None:
+        expect = (self.channels, self.image_size, self.image_size)
+        if x.ndim != 4 or tuple(x.shape[1:]) != expect:
+            raise ValueError(f"images must have shape (B, {', '.join(map(str, expect))}); got {tuple(x.shape)}")
+
+    # ------------------------------------------------------------------ checkpoints
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu",
+                        ema: bool = True) -> CausalDiffAE:
+        """Load a training checkpoint (EMA weights by default) or an exported one; never runs pickled code."""
+        ckpt = load_checkpoint(path, map_location)
+        config = kwargs_for(cls, ckpt.get("hyper_parameters", {}))
+        if "graph" not in config:
+            raise ValueError(f"{path}: checkpoint has no model config (hyper_parameters.graph missing)")
+        config.setdefault("condition_norm", False)  # checkpoints written before the option have the stock projection
+        model = cls(**config)
+        model.load_state_dict(model_state(ckpt, path, ema), strict=True)
+        return model.eval()

@@ -1,0 +1,122 @@
+"""LightningModule for CausalDiffAE: loss, AdamW with warm-up + cosine, EMA of weights, logging — nothing else."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytorch_lightning as pl
+import torch
+
+from causaldiff.checkpoint import load_checkpoint, model_state
+from causaldiff.graph import CausalGraph
+from causaldiff.hparams import kwargs_for
+from causaldiff.models.causal_diffae import CausalDiffAE
+from causaldiff.training.losses import diffae_loss
+
+
+class CausalDiffAEModule(pl.LightningModule):
+    """Trains a :class:`CausalDiffAE`. The model's arguments come first (linked from the data: graph, label_stats,
+    image_size, channels); then optimisation and loss weights.
+
+    ``init_from`` (a checkpoint path or shipped model name) starts training from that model's weights (EMA when it
+    has them) instead of from scratch: fine-tuning. The architecture and graph must match; label statistics and the
+    attribute SCM still come from this run's data. A resumed run (``ckpt_path``) restores its own weights over them.
+    """
+
+    def __init__(self, graph: dict, label_stats: dict | None = None, image_size: int = 32, channels: int = 3,
+                 latent_dim: int = 16, style_dim: int = 32, encoder_widths: tuple[int, ...] = (32, 64, 128),
+                 unet_channels: tuple[int, ...] = (32, 64, 64), layers_per_block: int = 1,
+                 attention_levels: tuple[int, ...] = (), mechanism_hidden: int = 64, prior_std: float = 0.5,
+                 num_train_timesteps: int = 1000, beta_schedule: str = "linear", condition_norm: bool = True,
+                 lr: float = 2e-4, weight_decay: float = 0.0, warmup_steps: int = 100, ema_decay: float = 0.999,
+                 beta_z: float = 1.0, beta_u: float = 0.01, beta_s: float = 0.01, beta_read: float = 1.0,
+                 kl_warmup_steps: int = 500, p_uncond: float = 0.1, p2_gamma: float = 0.0, p2_k: float = 1.0,
+                 snr_gamma: float = 0.0,
+                 latent_noise: float = 0.0, channels_last: bool = False,
+                 init_from: str | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = CausalDiffAE(**kwargs_for(CausalDiffAE, self.hparams))
+        self.ema_model = copy.deepcopy(self.model).requires_grad_(False)
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.hparams.init_from:
+            self._load_initial_weights(self.hparams.init_from)
+        if stage == "fit" and not bool(self.model.scm.fitted):
+            dm = self.trainer.datamodule
+            if dm is None or not hasattr(dm, "train_labels"):
+                raise ValueError("fit needs a CausalDataModule (its train labels fit the attribute SCM)")
+            self.model.scm.fit(dm.train_labels())
+            self.ema_model.scm.load_state_dict(self.model.scm.state_dict())
+        if self.hparams.channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    def _load_initial_weights(self, name_or_path: str) -> None:
+        """Copy network weights from a checkpoint into model and EMA; keep this data's label stats and SCM."""
+        ckpt = load_checkpoint(name_or_path)
+        own = ("alignment.loc", "alignment.scale")
+        state = {k: v for k, v in model_state(ckpt, name_or_path).items()
+                 if not k.startswith("scm.") and k not in own}
+        hp = ckpt.get("hyper_parameters", {})
+        theirs = (CausalGraph.from_dict(hp["graph"]).to_dict() if "graph" in hp else None,
+                  hp.get("image_size"), hp.get("channels"), hp.get("condition_norm", False))
+        mine = (self.model.graph.to_dict(), self.hparams.image_size, self.hparams.channels,
+                self.hparams.condition_norm)
+        if theirs != mine:
+            raise ValueError(f"init_from {name_or_path}: its (graph, image_size, channels, condition_norm) {theirs} do "
+                             f"not match this run's {mine}")
+        for model in (self.model, self.ema_model):
+            try:
+                missing, unexpected = model.load_state_dict(state, strict=False)
+            except RuntimeError as e:  # a size mismatch
+                raise ValueError(f"init_from {name_or_path}: architecture differs: {e}") from None
+            wrong = [k for k in missing if not k.startswith("scm.") and k not in own] + list(unexpected)
+            if wrong:
+                raise ValueError(f"init_from {name_or_path}: architecture differs (mismatched keys {wrong[:5]})")
+
+    def _batch(self, batch: dict) -> dict:
+        if self.hparams.channels_last:
+            batch = {**batch, "x": batch["x"].contiguous(memory_format=torch.channels_last)}
+        return batch
+
+    def _loss(self, model, batch: dict) -> dict:
+        h = self.hparams
+        kl_weight = min(1.0, (self.global_step + 1) / max(1, h.kl_warmup_steps))
+        return diffae_loss(model, self._batch(batch), kl_weight, h.beta_z, h.beta_u, h.beta_s, h.beta_read,
+                           h.p_uncond, h.p2_gamma, h.p2_k, h.latent_noise, h.snr_gamma)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        terms = self._loss(self.model, batch)
+        self.log_dict({f"train/{k}": v for k, v in terms.items()}, prog_bar=False, batch_size=batch["x"].shape[0])
+        self.log("loss", terms["loss"], prog_bar=True, logger=False, batch_size=batch["x"].shape[0])
+        return terms["loss"]
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        terms = self._loss(self.ema_model, batch)
+        self.log_dict({f"val/{k}": v for k, v in terms.items()}, batch_size=batch["x"].shape[0], sync_dist=True)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        terms = self._loss(self.ema_model, batch)
+        self.log_dict({f"test/{k}": v for k, v in terms.items()}, batch_size=batch["x"].shape[0], sync_dist=True)
+
+    @torch.no_grad()
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        """EMA update ``ema = decay * ema + (1 - decay) * weights`` with decay warmed up (1 + n) / (10 + n)."""
+        decay = min(self.hparams.ema_decay, (1 + self.global_step) / (10 + self.global_step))
+        ema_p = list(self.ema_model.parameters())
+        torch._foreach_lerp_(ema_p, list(self.model.parameters()), 1 - decay)
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warm = self.hparams.warmup_steps
+
+        def schedule(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
