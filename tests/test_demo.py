@@ -48,10 +48,10 @@ def test_demo_trains_from_a_non_editable_install(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps"]
     subprocess.run([*pip, str(root)], check=True, cwd=tmp_path, capture_output=True)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"OMP_NUM_THREADS": "2"}
     where = subprocess.run([str(venv / "bin" / "python"), "-c", "import causaldiff; print(causaldiff.__file__)"],
-                           cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+                           cwd=tmp_path, capture_output=True, text=True, check=True, env=env).stdout
     assert str(venv) in where  # the installed copy, not the repository
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
     run = subprocess.run([str(venv / "bin" / "causaldiff"), "demo", "--train", "--max-steps", "5", "--steps", "2",
                           "--out", "demo"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]

@@ -48,6 +48,7 @@ def markdown(report: dict) -> str:
             "reversibility@1", f"reversibility@{report['meta']['cycles']}", "realism_fd"]
     if report["meta"]["world"]:
         cols += ["true_cf_image_l1", "true_cf_label_error"]
+    cols = list(dict.fromkeys(cols))  # one column each when cycles == 1
     lines = []
     if any(g["effect_gain_mean"] is not None or g["true_cf_l1_ratio"] is not None for g in report["gains"].values()):
         lines += headline(report) + [""]
