@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,7 +48,10 @@ def test_demo_trains_from_a_non_editable_install(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps"]
-    subprocess.run([*pip, str(root)], check=True, cwd=tmp_path, capture_output=True)
+    src = tmp_path / "src"  # a copy: the build writes build/ and *.egg-info next to the sources, not in the repo
+    shutil.copytree(root, src, symlinks=True, ignore=shutil.ignore_patterns(".git", "build", "runs", "*.egg-info",
+                                                                             "__pycache__", ".pytest_cache"))
+    subprocess.run([*pip, str(src)], check=True, cwd=tmp_path, capture_output=True)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"OMP_NUM_THREADS": "2"}
     where = subprocess.run([str(venv / "bin" / "python"), "-c", "import causaldiff; print(causaldiff.__file__)"],
                            cwd=tmp_path, capture_output=True, text=True, check=True, env=env).stdout

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -88,6 +89,8 @@ class Evaluator:
         self.opts, self.cycles = opts or InferenceOptions(batch_size=256), cycles
         self.variants, self.capture, self.progress = variants or DEFAULT_VARIANTS, capture, progress
         self.groups = draw_interventions(data, self.graph, self.opts.seed)
+        # each group's true counterfactual (labels, image in [-1, 1]), rendered once for every row
+        self.truths = None if data.world is None else [self._truth(idx, node, vals) for node, idx, vals in self.groups]
         self.std = {k: max(v.float().std().item(), 1e-8) for k, v in data.labels.items()}
 
     def run(self) -> dict:
@@ -111,6 +114,11 @@ class Evaluator:
         return report
 
     # ------------------------------------------------------------------ pieces
+    @cached_property
+    def real_features(self) -> Tensor:
+        """(N, D) the predictor's features of the real images: the reference side of every row's Fréchet distance."""
+        return self._predict(self.data.x)[1]
+
     def _predict(self, x: Tensor) -> tuple[dict, Tensor]:
         dev = next(self.predictor.parameters()).device
         preds, feats = [], []
@@ -143,16 +151,17 @@ class Evaluator:
             cf_labels = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
             if kind == "identity":
                 return x, cf_labels
-            return self._truth(idx, labels, node, vals)[1], cf_labels
+            return self.truths[j][1], cf_labels
 
         out = self.score(make)
         zero = {str(c): 0.0 for c in sorted({1, self.cycles})}  # doing nothing changes nothing, and is undone
         out["composition"], out["reversibility"] = (zero, dict(zero)) if kind == "identity" else ({}, {})
         return out
 
-    def _truth(self, idx: Tensor, labels: dict, node: str, vals: Tensor) -> tuple[dict, Tensor]:
-        """The world's true counterfactual labels and image (in [-1, 1]) of the items ``idx``."""
+    def _truth(self, idx: Tensor, node: str, vals: Tensor) -> tuple[dict, Tensor]:
+        """The world's true counterfactual labels and image (in [-1, 1]) of the items ``idx`` under do(node=vals)."""
         exo = {k: v[idx] for k, v in self.data.exogenous.items()}
+        labels = {k: v[idx] for k, v in self.data.labels.items()}
         true_labels, true_img = self.data.world.counterfactual(exo, labels, {node: vals})
         return true_labels, to_unit(true_img)
 
@@ -174,13 +183,13 @@ class Evaluator:
                 self_err.append(out["effect_per_node"][node])
                 desc_err += [self._score(t, pred[t], cf_labels[t]) for t in self.graph.descendants(node)]
             if d.world is not None:
-                true_labels, truth = self._truth(idx, labels, node, vals)
+                true_labels, truth = self.truths[j]
                 true_l1.append(l1_255(cf_x, truth) * len(idx))
                 errs = {t: self._score(t, cf_labels[t], true_labels[t]) for t in self.graph.descendants(node)}
                 out["true_cf"][node] = {"image_l1": l1_255(cf_x, truth), "label_error": errs}
                 true_lab += list(errs.values())
         if self.predictor is not None:
-            out["realism_fd"] = frechet_distance(self._predict(d.x)[1], torch.cat(cf_feats))
+            out["realism_fd"] = frechet_distance(self.real_features, torch.cat(cf_feats))
         out["effect_self"] = sum(self_err) / len(self_err) if self_err else None
         out["effect_descendants"] = sum(desc_err) / len(desc_err) if desc_err else None
         if d.world is not None:

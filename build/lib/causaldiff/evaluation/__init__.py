@@ -1,1 +1,0 @@
-"""Counterfactual evaluation: anti-causal predictors, axiomatic metrics, true-counterfactual error, DCI."""
