@@ -36,9 +36,13 @@ def test_captured_loop_matches_eager():
         tables = sample_tables(model.scheduler_config, 10, "cuda")
         eager = ddim_loop(model.eps, x, cond, tables, 2.0, model.null_condition(1))
         loop = CapturedLoop(model.eps, x, cond, tables, 2.0, model.null_condition(1))
-        torch.testing.assert_close(loop(x, cond), eager, atol=1e-4, rtol=1e-4)
+        null = model.null_condition(1)
+        torch.testing.assert_close(loop(x, cond, null), eager, atol=1e-4, rtol=1e-4)
         x2 = torch.randn_like(x)  # replay on new inputs
-        torch.testing.assert_close(loop(x2, cond), ddim_loop(model.eps, x2, cond, tables, 2.0, model.null_condition(1)),
+        torch.testing.assert_close(loop(x2, cond, null), ddim_loop(model.eps, x2, cond, tables, 2.0, null),
+                                   atol=1e-4, rtol=1e-4)
+        factual = cond.flip(0)  # a per-image reference (guidance against the factual condition)
+        torch.testing.assert_close(loop(x2, cond, factual), ddim_loop(model.eps, x2, cond, tables, 2.0, factual),
                                    atol=1e-4, rtol=1e-4)
 
 

@@ -11,12 +11,19 @@ def add_inference_args(p: argparse.ArgumentParser, batch_size: int = 32) -> None
     p.add_argument("--input", help="folder of images + labels.csv (default: the checkpoint's own test split)")
     p.add_argument("--steps", type=int, default=50, help="DDIM steps for inversion and decoding (default 50)")
     p.add_argument("--guidance", type=float, default=1.0, help="guidance weight w; > 1 strengthens the change")
+    p.add_argument("--guide-against", choices=["factual", "null"], default="factual",
+                   help="what guidance pushes away from: the image's factual condition (only the intervened change "
+                   "grows; default) or the null condition (classifier-free guidance: the whole condition grows)")
+    p.add_argument("--exogenous", choices=["sample", "keep"], default="sample",
+                   help="a discrete node whose class do() switches: draw what the label does not say (a lesion's "
+                   "site) from the target class's prior, seeded by --seed (default), or keep the abducted deviation")
     p.add_argument("--mode", choices=["shift", "replace"], default="shift",
                    help="shift: move the latent by g(new) - g(old) (keeps the individual); replace: set it to g(new)")
     p.add_argument("--inversion", choices=["ddim", "fixed-point"], default="ddim",
                    help="abduction of the decoder's noise: plain DDIM inversion, or exact fixed-point inversion "
                    "(4 network calls a step; reconstructs more closely)")
-    p.add_argument("--seed", type=int, default=0, help="seed for label-noise abduction (default 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the random draws: label-noise abduction, exogenous codes (default 0)")
     p.add_argument("--batch-size", type=int, default=batch_size, help=f"images per batch (default {batch_size})")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
 
@@ -25,8 +32,9 @@ def options(args: argparse.Namespace):
     """The :class:`InferenceOptions` the flags of :func:`add_inference_args` describe."""
     from causaldiff.inference.batch import InferenceOptions
 
-    return InferenceOptions(args.steps, args.guidance, args.mode, args.inversion, args.seed, args.batch_size,
-                            args.device)
+    return InferenceOptions(steps=args.steps, guidance=args.guidance, mode=args.mode, inversion=args.inversion,
+                            guide_against=args.guide_against, exogenous=args.exogenous, seed=args.seed,
+                            batch_size=args.batch_size, device=args.device)
 
 
 def inputs(args: argparse.Namespace, pipe, n: int | None):

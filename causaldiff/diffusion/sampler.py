@@ -75,8 +75,10 @@ def ddim_invert(eps_fn: EpsFn, x: Tensor, cond: Tensor, tables: DDIMTables, fixe
 class CapturedLoop:
     """A whole DDIM loop captured once as a CUDA graph on static buffers and replayed per call.
 
-    Built for fixed (shape, tables, guidance); ``__call__(x, cond)`` copies into the static inputs, replays, and
-    returns a copy of the static output. Use :func:`run_loop` for automatic capture with eager fall-back.
+    Built for fixed (shape, tables, guidance); ``__call__(x, cond, null)`` copies into the static inputs, replays,
+    and returns a copy of the static output. ``null`` (1 or B, E), what guidance pushes away from, is an input
+    too (guidance against each image's factual condition changes it every call). :class:`LoopRunner` captures
+    automatically, with eager fall-back.
     """
 
     def __init__(self, eps_fn: EpsFn, x: Tensor, cond: Tensor, tables: DDIMTables, guidance: float = 1.0,
@@ -85,7 +87,7 @@ class CapturedLoop:
             raise RuntimeError("CUDA graph capture needs CUDA tensors")
         self.tables = tables.to(x.device)
         self.static_x, self.static_cond = x.clone(), cond.clone()
-        self.null = None if null is None else null.detach().clone()
+        self.null = None if null is None else null.detach().expand_as(cond).clone()
         args = (self.tables, guidance, self.null, None, fixed_point_iters)
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
@@ -97,9 +99,11 @@ class CapturedLoop:
         with torch.cuda.graph(self.graph), torch.no_grad():
             self.static_out = ddim_loop(eps_fn, self.static_x, self.static_cond, *args)
 
-    def __call__(self, x: Tensor, cond: Tensor) -> Tensor:
+    def __call__(self, x: Tensor, cond: Tensor, null: Tensor | None = None) -> Tensor:
         self.static_x.copy_(x)
         self.static_cond.copy_(cond)
+        if self.null is not None:
+            self.null.copy_(null.expand_as(cond))
         self.graph.replay()
         return self.static_out.clone()
 
@@ -127,4 +131,4 @@ class LoopRunner:
                 warnings.warn(f"CUDA graph capture failed ({e}); sampling eagerly", stacklevel=2)
                 self.capture = False
                 return ddim_loop(eps_fn, x, cond, tables, guidance, null, None, fixed_point_iters)
-        return self._graphs[key](x, cond)
+        return self._graphs[key](x, cond, null)

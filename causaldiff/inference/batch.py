@@ -28,15 +28,18 @@ class InferenceOptions:
     guidance: float = 1.0  # guidance weight w; > 1 strengthens the change
     mode: str = "shift"  # shift: z_k += g_k(new) - g_k(old); replace: z_k = g_k(new)
     inversion: str = "ddim"  # ddim | fixed-point (exact) | none (forward noising)
+    guide_against: str = "factual"  # what w > 1 pushes away from: factual (only the change grows) | null (CFG)
+    exogenous: str = "sample"  # a switched class's deviation: sample (from its prior, seeded) | keep (shifted)
     seed: int = 0
     batch_size: int = 32  # images per pipeline call
     device: str | None = None  # default: cuda when available
 
     def pipeline(self, checkpoint: str | Path, **kwargs) -> CounterfactualPipeline:
-        """The pipeline of a checkpoint (path or shipped name) with these options' mode and inversion."""
+        """The pipeline of a checkpoint (path or shipped name) with these options' switches."""
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
         return CounterfactualPipeline.from_checkpoint(checkpoint, device=device, mode=self.mode,
-                                                      inversion=self.inversion, **kwargs)
+                                                      inversion=self.inversion, guide_against=self.guide_against,
+                                                      exogenous=self.exogenous, **kwargs)
 
 
 def seed_for(seed: int, *stream) -> int:

@@ -3,9 +3,12 @@
 1. Abduction: encoder posterior means give u, z = mechanisms(u) and s; the decoder's noise x_T comes from
    deterministic DDIM inversion of x under its factual condition.
 2. Action: ``do(k = c)`` moves block z_k by ``g_k(c) - g_k(y_k)`` (keeping the individual's deviation; mode
-   ``replace`` sets ``z_k = g_k(c)``); descendants are recomputed through the mechanisms with their abducted u;
-   non-descendant blocks and s are untouched.
-3. Prediction: DDIM decoding of x_T under the counterfactual condition, with guidance weight w.
+   ``replace`` sets ``z_k = g_k(c)``); a discrete node whose class the intervention switches draws its deviation
+   from the target class's exogenous prior instead (seeded: what a lesion-free image cannot say, e.g. where the
+   lesion is); descendants are recomputed through the mechanisms with their abducted u; non-descendant blocks and
+   s are untouched.
+3. Prediction: DDIM decoding of x_T under the counterfactual condition, with guidance weight w against the factual
+   condition (``eps_f + w (eps_cf - eps_f)``: only the intervened change is amplified) or against the null one.
 """
 
 from __future__ import annotations
@@ -55,19 +58,28 @@ class CounterfactualPipeline:
             with the attribute SCM's counterfactual labels) or ``none`` (only the intervened blocks change).
         inversion: ``ddim`` (plain), ``fixed-point`` (exact, ``1 + fixed_point_iters`` calls a step) or ``none``
             (x_T drawn by forward-noising x to the last step, as the published CausalDiffAE code does).
+        guide_against: what guidance ``w`` pushes away from: ``factual`` (the image's own condition, so only the
+            intervened change is amplified and everything else stays as decoded) or ``null`` (classifier-free
+            guidance, Ho & Salimans 2022: the whole condition is amplified).
+        exogenous: ``sample`` draws a switched discrete node's deviation from its class prior; ``keep`` shifts the
+            abducted one (what models without fitted priors do).
         capture: on CUDA, capture each DDIM loop once as a CUDA graph and replay it.
     """
 
     def __init__(self, model: CausalDiffAE, mode: str = "shift", propagation: str = "mechanisms",
-                 inversion: str = "ddim", fixed_point_iters: int = 3, capture: bool = False):
+                 inversion: str = "ddim", fixed_point_iters: int = 3, guide_against: str = "factual",
+                 exogenous: str = "sample", capture: bool = False):
         for name, value, options in (("mode", mode, ("shift", "replace")),
                                      ("propagation", propagation, ("mechanisms", "labels", "none")),
-                                     ("inversion", inversion, ("ddim", "fixed-point", "none"))):
+                                     ("inversion", inversion, ("ddim", "fixed-point", "none")),
+                                     ("guide_against", guide_against, ("factual", "null")),
+                                     ("exogenous", exogenous, ("sample", "keep"))):
             if value not in options:
                 raise ValueError(f"{name} must be one of {options}, got {value!r}")
         self.model = model.eval()
         self.graph = model.graph
         self.mode, self.propagation, self.inversion = mode, propagation, inversion
+        self.guide_against, self.exogenous = guide_against, exogenous
         self.inversion_iters = fixed_point_iters if inversion == "fixed-point" else 0
         self.run_loop = LoopRunner(capture)
         self._tables: dict[tuple, DDIMTables] = {}
@@ -110,23 +122,39 @@ class CounterfactualPipeline:
         if self.propagation == "labels":  # descendants' blocks follow the attribute SCM's labels
             moved = {d for iv in do for d in self.graph.descendants(iv.node)} - set(targets)
             targets.update({d: cf_labels[d].to(ab.z.device) for d in moved})
-        new_blocks = {self.graph.index(n): self._moved_block(ab, n, v) for n, v in targets.items()}
+        new_blocks = {self.graph.index(n): self._moved_block(ab, n, v, generator) for n, v in targets.items()}
         cf_z = self.model.mechanisms.intervene(ab.z, new_blocks, propagate=self.propagation == "mechanisms")
         return cf_z, {k: v.cpu() for k, v in cf_labels.items()}
 
-    def _moved_block(self, ab: Abduction, node: str, target: Tensor) -> Tensor:
-        """z_k + g_k(target) - g_k(y_k) (``shift``) or g_k(target) (``replace``), (B, d)."""
-        i, g = self.graph.index(node), self.model.alignment.prior_block
+    def _moved_block(self, ab: Abduction, node: str, target: Tensor, generator: torch.Generator | None) -> Tensor:
+        """g_k(target) plus the abducted deviation z_k - g_k(y_k) (``shift``; drawn from the target class's prior
+        where a discrete class switches) or plus nothing (``replace``), (B, d)."""
+        i, g, prior = self.graph.index(node), self.model.alignment.prior_block, self.model.exogenous
         g_new = g(i, target)
-        return g_new if self.mode == "replace" else ab.z[:, i] + g_new - g(i, ab.labels[node].float())
+        if self.mode == "replace":
+            return g_new
+        deviation = ab.z[:, i] - g(i, ab.labels[node].float())
+        if self.exogenous == "sample" and prior.has_code(node):
+            switched = target.long() != ab.labels[node].long()
+            if bool(switched.any()) and self._prior_fitted(node, target[switched]):
+                deviation = torch.where(switched[:, None], prior.sample(node, target, generator), deviation)
+        return g_new + deviation
 
     @torch.no_grad()
-    def predict(self, noise: Tensor, cf_z: Tensor, s: Tensor, steps: int = 50, guidance: float = 1.0) -> Tensor:
-        """Decode x_T (B, C, H, W) under the counterfactual condition [cf_z, s]; returns cf_x clamped to [-1, 1]."""
+    def predict(self, noise: Tensor, cf_z: Tensor, s: Tensor, steps: int = 50, guidance: float = 1.0,
+                z: Tensor | None = None) -> Tensor:
+        """Decode x_T (B, C, H, W) under the counterfactual condition [cf_z, s]; returns cf_x clamped to [-1, 1].
+
+        ``z`` (B, n, d), the factual latents, is what guidance pushes away from when ``guide_against='factual'``.
+        """
         m = self.model
-        null = m.null_condition(1) if guidance != 1.0 else None
+        against = None
+        if guidance != 1.0:
+            if self.guide_against == "factual" and z is None:
+                raise ValueError("guidance against the factual condition needs the factual latents z")
+            against = m.condition(z, s) if self.guide_against == "factual" else m.null_condition(1)
         return self.run_loop(m.eps, noise, m.condition(cf_z, s), self._schedule("sample", steps), guidance,
-                             null).clamp(-1, 1)
+                             against).clamp(-1, 1)
 
     def __call__(self, x: Tensor, labels: Labels | None = None, do=(), steps: int = 50, guidance: float = 1.0,
                  generator: torch.Generator | None = None) -> CounterfactualOutput:
@@ -140,7 +168,7 @@ class CounterfactualPipeline:
         cf = [self.intervene(ab, do, generator) for do in dos]
         k, b = len(dos), ab.z.shape[0]
         cf_z = torch.cat([c[0] for c in cf])
-        cf_x = self.predict(ab.noise.repeat(k, 1, 1, 1), cf_z, ab.s.repeat(k, 1), steps, guidance)
+        cf_x = self.predict(ab.noise.repeat(k, 1, 1, 1), cf_z, ab.s.repeat(k, 1), steps, guidance, ab.z.repeat(k, 1, 1))
         return [CounterfactualOutput(cf_x[j * b:(j + 1) * b], cf[j][1], ab.noise, ab.z, cf[j][0]) for j in range(k)]
 
     # ------------------------------------------------------------------ helpers
@@ -166,6 +194,16 @@ class CounterfactualPipeline:
                 raise ValueError(f"labels['{n}'] must have shape ({z.shape[0]},), got {tuple(y.shape)}")
             out[n] = torch.where(y.isfinite(), y, read[n])  # unknown labels are read back from the image
         return out
+
+    def _prior_fitted(self, node: str, classes: Tensor) -> bool:
+        if self.model.exogenous.fitted(node, classes):
+            return True
+        if f"exogenous:{node}" not in self._warned:
+            self._warned.add(f"exogenous:{node}")
+            warnings.warn(f"'{node}': this checkpoint has no fitted exogenous prior for the target class; the "
+                          "abducted deviation is shifted instead (what a lesion-free image cannot say stays unsaid)",
+                          stacklevel=4)
+        return False
 
     def _warn_out_of_range(self, iv: Intervention, target: Tensor) -> None:
         i, node = self.graph.index(iv.node), self.graph[iv.node]

@@ -18,6 +18,7 @@ from causaldiff.hparams import kwargs_for
 from causaldiff.models.alignment import LabelAlignment
 from causaldiff.models.decoder import ConditionProjection, make_unet
 from causaldiff.models.encoder import CausalEncoder
+from causaldiff.models.exogenous import ExogenousPrior
 from causaldiff.models.mechanisms import LatentMechanisms
 from causaldiff.scm import AttributeSCM
 
@@ -59,6 +60,7 @@ class CausalDiffAE(nn.Module):
         self.encoder = CausalEncoder(channels, n, latent_dim, style_dim, tuple(encoder_widths))
         self.mechanisms = LatentMechanisms(self.graph, latent_dim, mechanism_hidden)
         self.alignment = LabelAlignment(self.graph, latent_dim, label_stats, prior_std)
+        self.exogenous = ExogenousPrior(self.graph, latent_dim)
         self.unet = make_unet(image_size, channels, tuple(unet_channels), layers_per_block, tuple(attention_levels))
         self.condition_proj = ConditionProjection(n * latent_dim + style_dim, 4 * unet_channels[0], condition_norm)
         self.scm = AttributeSCM(self.graph)
@@ -70,6 +72,10 @@ class CausalDiffAE(nn.Module):
         """x (B, C, H, W) → posterior (mu_u, logvar_u) (B, n, d) and (mu_s, logvar_s) (B, style_dim)."""
         self.check_images(x)
         return self.encoder(x)
+
+    def residuals(self, z: Tensor, labels: dict[str, Tensor]) -> Tensor:
+        """(B, n, d): each block's offset from its label's prior mean, ``z_i - g_i(y_i)`` (see :mod:`.exogenous`)."""
+        return z - self.alignment.prior_mean(labels)
 
     def condition(self, z: Tensor, s: Tensor) -> Tensor:
         """(B, n, d), (B, style) → (B, E) decoder condition."""
@@ -98,5 +104,12 @@ class CausalDiffAE(nn.Module):
             raise ValueError(f"{path}: checkpoint has no model config (hyper_parameters.graph missing)")
         config.setdefault("condition_norm", False)  # checkpoints written before the option have the stock projection
         model = cls(**config)
-        model.load_state_dict(model_state(ckpt, path, ema), strict=True)
+        model.load_state_dict(with_exogenous(model, model_state(ckpt, path, ema)), strict=True)
         return model.eval()
+
+
+def with_exogenous(model: nn.Module, state: dict, prefix: str = "") -> dict:
+    """``state`` with empty exogenous priors added where it has none (checkpoints written before them): such a model
+    keeps every abducted residual, as it always did."""
+    own = {k: v for k, v in model.state_dict().items() if k.startswith("exogenous.")}
+    return {**{prefix + k: torch.zeros_like(v) for k, v in own.items()}, **state}

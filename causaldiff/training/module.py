@@ -11,13 +11,17 @@ import torch
 from causaldiff.checkpoint import load_checkpoint, model_state
 from causaldiff.graph import CausalGraph
 from causaldiff.hparams import kwargs_for
-from causaldiff.models.causal_diffae import CausalDiffAE
+from causaldiff.models.causal_diffae import CausalDiffAE, with_exogenous
 from causaldiff.training.losses import diffae_loss
 
 
 class CausalDiffAEModule(pl.LightningModule):
     """Trains a :class:`CausalDiffAE`. The model's arguments come first (linked from the data: graph, label_stats,
     image_size, channels); then optimisation and loss weights.
+
+    ``exogenous_decay``: per-step decay of the running moments of the discrete nodes' residuals (the exogenous
+    priors ``do`` draws from when it switches a class; see :mod:`causaldiff.models.exogenous`), ~1 / (1 - decay)
+    steps of memory.
 
     ``init_from`` (a checkpoint path or shipped model name) starts training from that model's weights (EMA when it
     has them) instead of from scratch: fine-tuning. The architecture and graph must match; label statistics and the
@@ -33,7 +37,7 @@ class CausalDiffAEModule(pl.LightningModule):
                  beta_z: float = 1.0, beta_u: float = 0.01, beta_s: float = 0.01, beta_read: float = 1.0,
                  kl_warmup_steps: int = 500, p_uncond: float = 0.1, p2_gamma: float = 0.0, p2_k: float = 1.0,
                  snr_gamma: float = 0.0,
-                 latent_noise: float = 0.0, channels_last: bool = False,
+                 latent_noise: float = 0.0, channels_last: bool = False, exogenous_decay: float = 0.995,
                  init_from: str | None = None):
         super().__init__()
         self.save_hyperparameters()
@@ -71,7 +75,7 @@ class CausalDiffAEModule(pl.LightningModule):
                 missing, unexpected = model.load_state_dict(state, strict=False)
             except RuntimeError as e:  # a size mismatch
                 raise ValueError(f"init_from {name_or_path}: architecture differs: {e}") from None
-            wrong = [k for k in missing if not k.startswith("scm.") and k not in own] + list(unexpected)
+            wrong = [k for k in missing if not k.startswith(("scm.", "exogenous.")) and k not in own] + list(unexpected)
             if wrong:
                 raise ValueError(f"init_from {name_or_path}: architecture differs (mismatched keys {wrong[:5]})")
 
@@ -106,6 +110,24 @@ class CausalDiffAEModule(pl.LightningModule):
         decay = min(self.hparams.ema_decay, (1 + self.global_step) / (10 + self.global_step))
         ema_p = list(self.ema_model.parameters())
         torch._foreach_lerp_(ema_p, list(self.model.parameters()), 1 - decay)
+        self._update_exogenous(self._batch(batch))
+
+    @torch.no_grad()
+    def _update_exogenous(self, batch: dict) -> None:
+        """Fold the EMA encoder's residuals of this batch into the exogenous priors (of both models)."""
+        ema = self.ema_model
+        if not ema.exogenous.moments:
+            return
+        mu_u = ema.encode(batch["x"])[0]
+        residuals = ema.residuals(ema.mechanisms(mu_u), batch["labels"])
+        ema.exogenous.update(residuals, batch["labels"], batch["mask"], self.hparams.exogenous_decay)
+        self.model.exogenous.load_state_dict(ema.exogenous.state_dict())
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Resume runs begun before exogenous priors existed: theirs start empty."""
+        state = checkpoint["state_dict"]
+        for prefix, model in (("model.", self.model), ("ema_model.", self.ema_model)):
+            state.update(with_exogenous(model, {k: v for k, v in state.items() if k.startswith(prefix)}, prefix))
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
