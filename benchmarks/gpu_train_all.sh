@@ -6,8 +6,9 @@
 # rerun the same command until it prints "all trained", then once more to evaluate and export.
 #   OUT=benchmarks/results/gpu BUDGET_S=540 bash benchmarks/gpu_train_all.sh
 # CPU smoke test (minutes): OUT=/tmp/g RUNS=/tmp/g/runs IMAGES=64 BATCH=16 ACCEL=cpu PRECISION=32-true N_EVAL=16 \
-#   EVAL_STEPS=2 CYCLES=1 bash benchmarks/gpu_train_all.sh   (twice: train, then evaluate)
-# Not yet run on a GPU: the throughput target (>= 10,000 images/s at 32 px) is unmeasured.
+#   EVAL_STEPS=2 CYCLES=1 bash benchmarks/gpu_train_all.sh
+# (run 2026-11-29: 4 steps a world, evaluated and exported in one call; rerun with IMAGES=128 it resumed each world
+# from step 4 to 8.) Not yet run on a GPU: the throughput target (>= 10,000 images/s at 32 px) is unmeasured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEST="${OUT:-benchmarks/results/gpu}"
@@ -23,20 +24,26 @@ STEPS=$(( (IMAGES + BATCH - 1) / BATCH ))
 LR=$(python3 -c "print(5e-4 * ($BATCH / 32) ** 0.5)")  # square-root scaling from the CPU configs' batch 32
 start=$(date +%s)
 pending=0
+state() {  # "global_step train_seconds" of a run's last checkpoint (0 0 before the first); Lightning's Timer
+  # restores its elapsed time on resume, so each call's max_time is what earlier calls used plus this call's share
+  python3 -c "import os, torch; p = '$1/checkpoints/last.ckpt'; c = torch.load(p, weights_only=False) \
+if os.path.isfile(p) else {}; print(c.get('global_step', 0), \
+int(c.get('callbacks', {}).get('Timer', {}).get('time_elapsed', {}).get('train', 0)))"
+}
 for w in pendulum morpho brain; do
   root="$RUNS/$w"
-  done_steps=$(python3 -c "import os, torch; p = '$root/checkpoints/last.ckpt'; \
-print(torch.load(p, weights_only=True)['global_step'] if os.path.isfile(p) else 0)")
+  read -r done_steps used_s <<< "$(state "$root")"
   [ "$done_steps" -ge "$STEPS" ] && continue
   left=$(( BUDGET_S - ($(date +%s) - start) ))
   if [ "$left" -lt 60 ]; then pending=1; continue; fi
+  max_time=$(python3 -c "s = $used_s + $left; print(f'00:{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}')")
   python3 -m causaldiff.cli fit --config "${w}32" --trainer.default_root_dir="$root" \
     --data.batch_size="$BATCH" --data.num_workers=4 --model.lr="$LR" --model.channels_last=true \
     --trainer.accelerator="${ACCEL:-gpu}" --trainer.precision="${PRECISION:-bf16-mixed}" \
-    --trainer.max_steps="$STEPS" --trainer.max_time="00:00:00:$left" --trainer.enable_progress_bar=false \
-    > "$DEST/fit_$w.log" 2>&1
-  [ "$(python3 -c "import torch; print(torch.load('$root/checkpoints/last.ckpt', weights_only=True)['global_step'])")" \
-    -ge "$STEPS" ] || pending=1
+    --trainer.max_steps="$STEPS" --trainer.max_time="$max_time" --trainer.enable_progress_bar=false \
+    > "$DEST/fit_$w.log" 2>&1 || { echo "fit $w failed: see $DEST/fit_$w.log"; tail -3 "$DEST/fit_$w.log"; exit 1; }
+  read -r done_steps used_s <<< "$(state "$root")"
+  [ "$done_steps" -ge "$STEPS" ] || pending=1
 done
 if [ "$pending" = 1 ]; then echo "not yet: rerun to continue training"; exit 0; fi
 echo "all trained"

@@ -88,7 +88,8 @@ def run_world(world: str, model_ckpt: str | Path, args) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = CausalDiffAE.from_checkpoint(model_ckpt).to(device)
     predictor = AntiCausalPredictor.from_checkpoint(pred_ckpt)
-    opts = InferenceOptions(steps=args.steps, inversion=args.inversion, batch_size=256)
+    opts = InferenceOptions(steps=args.steps, inversion=args.inversion, guidance=args.guidance,
+                            guide_against=args.guide_against, batch_size=256)
     report = Evaluator(model, predictor, eval_data(model_ckpt, args.n), opts, args.cycles, args.variants,
                        capture=device == "cuda", progress=False).run()
     report["meta"].update({"model": str(model_ckpt), "train_seconds": round(train_s, 1), "device": device,
@@ -121,6 +122,8 @@ def main() -> None:
     ap.add_argument("--train", action="store_true", help="train each world's model from its config instead")
     ap.add_argument("--variants", nargs="*", help="pipeline variants to evaluate (default: all)")
     ap.add_argument("--inversion", default="ddim", choices=["ddim", "fixed-point"], help="abduction of the noise")
+    ap.add_argument("--guidance", type=float, default=1.0, help="guidance weight w")
+    ap.add_argument("--guide-against", default="factual", choices=["factual", "null"])
     ap.add_argument("--max-steps", type=int, help="override the configs' max_steps")
     ap.add_argument("--batch-size", type=int, help="override the configs' batch size")
     ap.add_argument("--predictor-epochs", type=int, default=6)

@@ -118,3 +118,20 @@ def test_guidance_against_the_factual_condition_leaves_a_no_op_alone(brain):
     assert (null.cf_x - plain.cf_x).abs().mean() > 1e-3
     moved = CounterfactualPipeline(model)(x0, y0, "age=70", steps=3, guidance=4.0)
     assert (moved.cf_x - plain.cf_x).abs().mean() > 1e-3
+
+
+def test_cli_flags_reach_the_pipeline(tmp_path):
+    """--guide-against / --exogenous become the pipeline's switches; a wrong value stops argparse with its name."""
+    import argparse
+
+    from causaldiff.commands.common import add_inference_args, options
+
+    p = argparse.ArgumentParser()
+    add_inference_args(p)
+    opts = options(p.parse_args(["--checkpoint", "x", "--guide-against", "null", "--exogenous", "keep", "--seed", "3"]))
+    assert (opts.guide_against, opts.exogenous, opts.seed) == ("null", "keep", 3)
+    assert options(p.parse_args(["--checkpoint", "x"])).guide_against == "factual"
+    with pytest.raises(SystemExit):
+        p.parse_args(["--checkpoint", "x", "--exogenous", "never"])
+    with pytest.raises(ValueError, match="guide_against must be one of"):
+        CounterfactualPipeline(tiny_model("brain", n=256)[0], guide_against="sideways")

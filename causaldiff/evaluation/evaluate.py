@@ -98,7 +98,8 @@ class Evaluator:
         stages = (len(self.variants) * (1 + self.cycles + 2 * self.cycles) + 2) * len(self.groups)
         self.bar = tqdm(total=stages, desc="evaluate", disable=not self.progress)
         report = {"meta": {"n": self.data.x.shape[0], "steps": self.opts.steps, "cycles": self.cycles,
-                           "seed": self.opts.seed,
+                           "seed": self.opts.seed, "guidance": self.opts.guidance,
+                           "guide_against": self.opts.guide_against,
                            "nodes": self.graph.order, "world": getattr(self.data.world, "name", None)},
                   "disentanglement": self.disentanglement(), "variants": {}}
         for name in self.variants:
