@@ -133,7 +133,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--guidance", type=float, default=3.0)
-    ap.add_argument("--guide-against", default="factual", choices=["factual", "null"])
+    ap.add_argument("--guide-against", default="factual", choices=["factual", "local", "null"])
     ap.add_argument("--exogenous", default="sample", choices=["sample", "keep"])
     ap.add_argument("--reference-per-class", type=int, default=1500)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "augment.json"))

@@ -123,7 +123,7 @@ def main() -> None:
     ap.add_argument("--variants", nargs="*", help="pipeline variants to evaluate (default: all)")
     ap.add_argument("--inversion", default="ddim", choices=["ddim", "fixed-point"], help="abduction of the noise")
     ap.add_argument("--guidance", type=float, default=1.0, help="guidance weight w")
-    ap.add_argument("--guide-against", default="factual", choices=["factual", "null"])
+    ap.add_argument("--guide-against", default="factual", choices=["factual", "local", "null"])
     ap.add_argument("--max-steps", type=int, help="override the configs' max_steps")
     ap.add_argument("--batch-size", type=int, help="override the configs' batch size")
     ap.add_argument("--predictor-epochs", type=int, default=6)

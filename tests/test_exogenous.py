@@ -7,35 +7,34 @@ import torch
 
 from causaldiff.inference.pipeline import CounterfactualPipeline
 from causaldiff.models.causal_diffae import CausalDiffAE
-from causaldiff.models.exogenous import ClassMoments
+from causaldiff.models.exogenous import ClassBank
 from causaldiff.training.module import CausalDiffAEModule
 from tests.helpers import TINY, tiny_model
 
 
-def test_class_moments_are_the_empirical_mean_and_covariance():
-    torch.manual_seed(0)
-    r = torch.randn(500, 3) @ torch.tensor([[1.0, 0.5, 0.0], [0.0, 0.3, 0.0], [0.0, 0.0, 2.0]]) + 4.0
-    y = torch.randint(0, 2, (500,))
-    m = ClassMoments(2, 3)
-    m.update(r[:200], y[:200], 1.0)
-    m.update(r[200:], y[200:], 1.0)  # two batches, no decay: the moments of all 500
-    mean, chol = m.gaussian(torch.tensor([0, 1]))
-    for c in (0, 1):
-        rc = r[y == c]
-        torch.testing.assert_close(mean[c], rc.mean(0), atol=1e-4, rtol=1e-4)
-        torch.testing.assert_close(chol[c] @ chol[c].T, torch.cov(rc.T, correction=0), atol=1e-3, rtol=1e-3)
-    assert m.count.tolist() == [float((y == 0).sum()), float((y == 1).sum())]
+def test_class_bank_keeps_the_latest_deviations_per_class_and_samples_them_seeded():
+    bank = ClassBank(2, 4, 3)
+    r = torch.arange(18.0).reshape(6, 3)
+    bank.update(r, torch.tensor([0, 1, 0, 0, 0, 0]))  # five of class 0 into four slots: the first is overwritten
+    assert bank.written.tolist() == [5, 1]
+    assert {tuple(row) for row in bank.bank[0].tolist()} == {tuple(row) for row in r[[2, 3, 4, 5]].tolist()}
+    torch.testing.assert_close(bank.bank[1, 0], r[1])
+    draw = lambda seed: bank.sample(torch.tensor([0] * 8), torch.Generator().manual_seed(seed))  # noqa: E731
+    assert torch.equal(draw(1), draw(1))
+    stored = {tuple(row) for row in r[[2, 3, 4, 5]].tolist()}
+    assert {tuple(row) for row in draw(2).tolist()} <= stored  # every draw is a stored deviation
+    assert torch.equal(bank.sample(torch.tensor([1, 1])), r[[1, 1]])  # a class holding one deviation gives it
 
 
 @pytest.fixture(scope="module")
 def brain():
-    """A tiny brain model whose lesion=1 prior is N(5, 0.01 I), and lesion-free / lesion images of its world."""
+    """A tiny brain model whose lesion=1 bank holds deviations near 5, and lesion-free / lesion images."""
     model, _ = tiny_model("brain", n=256)
     d = model.latent_dim
-    moments = model.exogenous.moments["lesion"]
-    moments.count.fill_(100.0)
-    moments.total[1] = 100 * 5.0
-    moments.outer[1] = 100 * (0.01 * torch.eye(d) + 25.0)
+    torch.manual_seed(0)
+    ones = {n: torch.ones(20) for n in model.graph.order}
+    model.exogenous.update(5.0 + 0.1 * torch.randn(20, len(model.graph), d), ones, ones)
+    model.exogenous.banks["lesion"].written[0] = 20  # class 0 too, so do(lesion=0) draws (zeros)
     from causaldiff.data.worlds import get_world
     from causaldiff.pixels import to_unit
 
@@ -56,7 +55,7 @@ def test_switching_a_class_draws_the_code_from_its_prior_seeded(brain):
              for s in (1, 1, 2)]
     assert torch.equal(draws[0], draws[1])  # same seed, same lesion
     assert not torch.allclose(draws[0], draws[2])  # another seed, another one
-    assert (draws[0] - 5.0).abs().max() < 0.5  # from N(5, 0.01 I): nothing of the lesion-free residual is left
+    assert (draws[0] - 5.0).abs().max() < 0.5  # from the bank near 5: nothing of the lesion-free deviation is left
     kept = CounterfactualPipeline(model, exogenous="keep").intervene(ab, "lesion=1")[0][:, k]
     torch.testing.assert_close(kept - g(k, torch.ones(3)), ab.z[:, k] - g(k, torch.zeros(3)))  # the old shift
 
@@ -84,28 +83,29 @@ def test_an_unfitted_prior_warns_once_and_shifts():
     assert torch.equal(cf_z, keep)
 
 
-def test_training_fits_the_priors_from_the_ema_encoder():
+def test_training_fills_the_banks_from_the_ema_encoder():
     model, batch = tiny_model("brain", n=256)
     module = CausalDiffAEModule(model.graph.to_dict(), image_size=16, channels=1, **TINY)
     module._update_exogenous(batch)
-    moments = module.ema_model.exogenous.moments["lesion"]
+    bank = module.ema_model.exogenous.banks["lesion"]
     y = batch["labels"]["lesion"]
-    assert moments.count.tolist() == [float((y == 0).sum()), float((y == 1).sum())]
+    assert bank.written.tolist() == [int((y == 0).sum()), int((y == 1).sum())]
     ema = module.ema_model
     with torch.no_grad():
-        r = ema.residuals(ema.mechanisms(ema.encode(batch["x"])[0]), batch["labels"])[:, model.graph.index("lesion")]
-    torch.testing.assert_close(moments.total[0], r[y == 0].sum(0))
-    assert torch.equal(module.model.exogenous.moments["lesion"].count, moments.count)  # both models carry them
+        r = ema.deviations(ema.mechanisms(ema.encode(batch["x"])[0]), batch["labels"])[:, model.graph.index("lesion")]
+    torch.testing.assert_close(bank.bank[0, :int((y == 0).sum())], r[y == 0])
+    assert torch.equal(module.model.exogenous.banks["lesion"].bank, bank.bank)  # both models carry them
 
 
 def test_checkpoints_without_priors_load_empty(tmp_path):
     model, _ = tiny_model("brain", n=256)
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("exogenous.")}
+    state["exogenous.moments.lesion.count"] = torch.ones(2)  # an older layout of the priors is dropped too
     path = tmp_path / "old.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in state.items()},
                 "hyper_parameters": {**model.config, "graph": model.graph.to_dict()}}, path)
     loaded = CausalDiffAE.from_checkpoint(path, ema=False)
-    assert float(loaded.exogenous.moments["lesion"].count.sum()) == 0.0
+    assert int(loaded.exogenous.banks["lesion"].written.sum()) == 0
 
 
 def test_guidance_against_the_factual_condition_leaves_a_no_op_alone(brain):
@@ -135,3 +135,33 @@ def test_cli_flags_reach_the_pipeline(tmp_path):
         p.parse_args(["--checkpoint", "x", "--exogenous", "never"])
     with pytest.raises(ValueError, match="guide_against must be one of"):
         CounterfactualPipeline(tiny_model("brain", n=256)[0], guide_against="sideways")
+
+
+def test_local_guidance_amplifies_only_where_the_prediction_changes():
+    from causaldiff.diffusion.sampler import local_guidance
+
+    base = torch.randn(2, 1, 8, 8)
+
+    def eps_fn(x, t, cond):  # the condition adds cond[:, 0] to a 2x2 corner only
+        out = base.repeat(x.shape[0] // 2, 1, 1, 1).clone()
+        out[:, :, :2, :2] += cond[:, 0, None, None, None]
+        return out
+
+    c_cf, c_f = torch.ones(2, 3), torch.zeros(2, 3)
+    eps = local_guidance(eps_fn, 4.0)(torch.zeros(2, 1, 8, 8), torch.zeros(2), torch.cat([c_cf, c_f], 1))
+    torch.testing.assert_close(eps[:, :, :2, :2], base[:, :, :2, :2] + 4.0)  # the change, amplified 4x
+    torch.testing.assert_close(eps[:, :, 4:, 4:], base[:, :, 4:, 4:])  # far from it: plain decoding
+    same = local_guidance(eps_fn, 4.0)(torch.zeros(2, 1, 8, 8), torch.zeros(2), torch.cat([c_f, c_f], 1))
+    torch.testing.assert_close(same, base)  # nothing changed: nothing amplified
+
+
+def test_local_guidance_in_the_pipeline_keeps_a_no_op(brain):
+    model, (x0, y0), _ = brain
+    plain = CounterfactualPipeline(model)(x0, y0, {}, steps=3)
+    local = CounterfactualPipeline(model, guide_against="local")(x0, y0, {}, steps=3, guidance=4.0)
+    torch.testing.assert_close(local.cf_x, plain.cf_x, atol=1e-5, rtol=0)
+    drawn = CounterfactualPipeline(model, guide_against="local")(x0, y0, "lesion=1", steps=3, guidance=4.0,
+                                                                  generator=torch.Generator().manual_seed(0))
+    factual = CounterfactualPipeline(model)(x0, y0, "lesion=1", steps=3, guidance=4.0,
+                                            generator=torch.Generator().manual_seed(0))
+    assert 0 < (drawn.cf_x - plain.cf_x).abs().mean() < (factual.cf_x - plain.cf_x).abs().mean()

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from causaldiff.diffusion.sampler import LoopRunner
+from causaldiff.diffusion.sampler import LoopRunner, local_guidance
 from causaldiff.diffusion.schedule import DDIMTables, add_noise, invert_tables, sample_tables
 from causaldiff.interventions import Intervention, resolve
 from causaldiff.models.causal_diffae import CausalDiffAE
@@ -59,8 +59,9 @@ class CounterfactualPipeline:
         inversion: ``ddim`` (plain), ``fixed-point`` (exact, ``1 + fixed_point_iters`` calls a step) or ``none``
             (x_T drawn by forward-noising x to the last step, as the published CausalDiffAE code does).
         guide_against: what guidance ``w`` pushes away from: ``factual`` (the image's own condition, so only the
-            intervened change is amplified and everything else stays as decoded) or ``null`` (classifier-free
-            guidance, Ho & Salimans 2022: the whole condition is amplified).
+            intervened change is amplified and everything else stays as decoded), ``local`` (the same, amplified
+            only on the pixels where the prediction changes most: see :func:`local_guidance`) or ``null``
+            (classifier-free guidance, Ho & Salimans 2022: the whole condition is amplified).
         exogenous: ``sample`` draws a switched discrete node's deviation from its class prior; ``keep`` shifts the
             abducted one (what models without fitted priors do).
         capture: on CUDA, capture each DDIM loop once as a CUDA graph and replay it.
@@ -72,7 +73,7 @@ class CounterfactualPipeline:
         for name, value, options in (("mode", mode, ("shift", "replace")),
                                      ("propagation", propagation, ("mechanisms", "labels", "none")),
                                      ("inversion", inversion, ("ddim", "fixed-point", "none")),
-                                     ("guide_against", guide_against, ("factual", "null")),
+                                     ("guide_against", guide_against, ("factual", "local", "null")),
                                      ("exogenous", exogenous, ("sample", "keep"))):
             if value not in options:
                 raise ValueError(f"{name} must be one of {options}, got {value!r}")
@@ -82,6 +83,7 @@ class CounterfactualPipeline:
         self.guide_against, self.exogenous = guide_against, exogenous
         self.inversion_iters = fixed_point_iters if inversion == "fixed-point" else 0
         self.run_loop = LoopRunner(capture)
+        self._local_eps: dict[float, object] = {}  # one eps function per weight, so captured loops are reused
         self._tables: dict[tuple, DDIMTables] = {}
         self._warned: set[str] = set()
 
@@ -148,13 +150,17 @@ class CounterfactualPipeline:
         ``z`` (B, n, d), the factual latents, is what guidance pushes away from when ``guide_against='factual'``.
         """
         m = self.model
-        against = None
-        if guidance != 1.0:
-            if self.guide_against == "factual" and z is None:
-                raise ValueError("guidance against the factual condition needs the factual latents z")
-            against = m.condition(z, s) if self.guide_against == "factual" else m.null_condition(1)
-        return self.run_loop(m.eps, noise, m.condition(cf_z, s), self._schedule("sample", steps), guidance,
-                             against).clamp(-1, 1)
+        tables, cond = self._schedule("sample", steps), m.condition(cf_z, s)
+        if guidance == 1.0:
+            return self.run_loop(m.eps, noise, cond, tables).clamp(-1, 1)
+        if self.guide_against == "null":
+            return self.run_loop(m.eps, noise, cond, tables, guidance, m.null_condition(1)).clamp(-1, 1)
+        if z is None:
+            raise ValueError("guidance against the factual condition needs the factual latents z")
+        if self.guide_against == "factual":
+            return self.run_loop(m.eps, noise, cond, tables, guidance, m.condition(z, s)).clamp(-1, 1)
+        eps = self._local_eps.setdefault(guidance, local_guidance(m.eps, guidance))
+        return self.run_loop(eps, noise, torch.cat([cond, m.condition(z, s)], dim=1), tables).clamp(-1, 1)
 
     def __call__(self, x: Tensor, labels: Labels | None = None, do=(), steps: int = 50, guidance: float = 1.0,
                  generator: torch.Generator | None = None) -> CounterfactualOutput:

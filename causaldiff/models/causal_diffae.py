@@ -73,8 +73,8 @@ class CausalDiffAE(nn.Module):
         self.check_images(x)
         return self.encoder(x)
 
-    def residuals(self, z: Tensor, labels: dict[str, Tensor]) -> Tensor:
-        """(B, n, d): each block's offset from its label's prior mean, ``z_i - g_i(y_i)`` (see :mod:`.exogenous`)."""
+    def deviations(self, z: Tensor, labels: dict[str, Tensor]) -> Tensor:
+        """(B, n, d): each block's deviation from its label's prior mean, ``z_i - g_i(y_i)`` (see :mod:`.exogenous`)."""
         return z - self.alignment.prior_mean(labels)
 
     def condition(self, z: Tensor, s: Tensor) -> Tensor:
@@ -109,7 +109,8 @@ class CausalDiffAE(nn.Module):
 
 
 def with_exogenous(model: nn.Module, state: dict, prefix: str = "") -> dict:
-    """``state`` with empty exogenous priors added where it has none (checkpoints written before them): such a model
-    keeps every abducted residual, as it always did."""
+    """``state`` with empty exogenous banks where it has none, or holds another layout (checkpoints written before
+    them): such a model keeps every abducted deviation, as it always did."""
     own = {k: v for k, v in model.state_dict().items() if k.startswith("exogenous.")}
-    return {**{prefix + k: torch.zeros_like(v) for k, v in own.items()}, **state}
+    kept = {k: v for k, v in state.items() if not k.startswith(prefix + "exogenous.") or k[len(prefix):] in own}
+    return {**{prefix + k: torch.zeros_like(v) for k, v in own.items()}, **kept}

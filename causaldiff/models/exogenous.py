@@ -1,10 +1,11 @@
 """Exogenous codes: what a discrete label switches on but does not say (a lesion's site and size).
 
-A discrete node's latent block is ``z_k = g_k(y_k) + r_k``: the label's prior mean plus a residual the encoder is
-free to fill with the node's unlabelled attributes. The residual of a lesion-free image says nothing about where a
-lesion would be, so ``do(lesion=1)`` cannot abduct it: it is **drawn** from the residuals of the target class,
-``r ~ N(mean_c, cov_c)``, fitted on the training images (running moments, updated every training step from the EMA
-encoder). A class kept by the intervention keeps its abducted residual.
+A discrete node's latent block is ``z_k = g_k(y_k) + r_k``: the label's prior mean plus a deviation the encoder is
+free to fill with the node's unlabelled attributes. The deviation of a lesion-free image says nothing about where a
+lesion would be, so ``do(lesion=1)`` cannot abduct it: it is **drawn** from the deviations of the target class seen
+in training. The prior is empirical, a bank of the most recent deviations per class (written every training step
+from the EMA encoder), because such attributes are not Gaussian: a site on a ring, averaged, is the ring's centre.
+A class kept by the intervention keeps its abducted deviation.
 """
 
 from __future__ import annotations
@@ -15,62 +16,61 @@ from torch import Tensor, nn
 from causaldiff.graph import CausalGraph
 
 
-class ClassMoments(nn.Module):
-    """Exponentially decayed moments of one node's residuals per class: count (K,), sum (K, d), outer sum (K, d, d)."""
+class ClassBank(nn.Module):
+    """The last ``size`` deviations (K, size, d) of each of K classes, written first-in first-out."""
 
-    def __init__(self, num_classes: int, dim: int):
+    def __init__(self, num_classes: int, size: int, dim: int):
         super().__init__()
-        self.register_buffer("count", torch.zeros(num_classes))
-        self.register_buffer("total", torch.zeros(num_classes, dim))
-        self.register_buffer("outer", torch.zeros(num_classes, dim, dim))
+        self.register_buffer("bank", torch.zeros(num_classes, size, dim))
+        self.register_buffer("written", torch.zeros(num_classes, dtype=torch.long))
 
     @torch.no_grad()
-    def update(self, r: Tensor, y: Tensor, decay: float) -> None:
-        """Fold residuals r (B, d) of classes y (B,) in: ``m <- decay * m + sum over the batch``."""
-        onehot = nn.functional.one_hot(y.long().clamp(0, self.count.shape[0] - 1), self.count.shape[0]).to(r.dtype)
-        self.count.mul_(decay).add_(onehot.sum(0))
-        self.total.mul_(decay).add_(onehot.T @ r)
-        self.outer.mul_(decay).add_(torch.einsum("bk,bi,bj->kij", onehot, r, r))
+    def update(self, r: Tensor, y: Tensor) -> None:
+        """Write deviations r (B, d) of classes y (B,) over each class's oldest entries."""
+        size = self.bank.shape[1]
+        for c in y.long().unique().tolist():
+            rows = r[y.long() == c]
+            skipped = max(0, len(rows) - size)  # more than the bank holds: only the last ``size`` are kept
+            slots = (self.written[c] + skipped + torch.arange(len(rows) - skipped, device=r.device)) % size
+            self.bank[c, slots] = rows[skipped:].to(self.bank.dtype)
+            self.written[c] += len(rows)
 
-    def gaussian(self, c: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean (B, d) and Cholesky factor (B, d, d) of the residuals of classes c (B,)."""
-        n = self.count[c].clamp_min(1e-6)[:, None]
-        mean = self.total[c] / n
-        cov = self.outer[c] / n[..., None] - mean[:, :, None] * mean[:, None, :]
-        eye = torch.eye(mean.shape[1], device=mean.device)
-        return mean, torch.linalg.cholesky(cov + 1e-5 * eye)  # jitter: a class seen once has a zero covariance
+    def sample(self, c: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """One stored deviation (B, d) of each class in c (B,), chosen uniformly by ``generator`` (CPU)."""
+        held = self.written[c].clamp(max=self.bank.shape[1]).cpu()
+        pick = (torch.rand(c.shape, generator=generator) * held).long().to(c.device)
+        return self.bank[c, pick]
 
 
 class ExogenousPrior(nn.Module):
-    """Residual priors of every discrete node of ``graph`` (continuous nodes have none: their residual is kept).
+    """Deviation banks of every discrete node of ``graph`` (continuous nodes have none: their deviation is kept).
 
     Args:
-        min_count: decayed number of residuals a class needs before its prior is used (see :meth:`fitted`).
+        size: deviations kept per class.
+        min_count: deviations a class needs before its bank is used (see :meth:`fitted`).
     """
 
-    def __init__(self, graph: CausalGraph, latent_dim: int, min_count: float = 8.0):
+    def __init__(self, graph: CausalGraph, latent_dim: int, size: int = 256, min_count: int = 8):
         super().__init__()
         self.graph, self.min_count = graph, min_count
-        self.moments = nn.ModuleDict({n: ClassMoments(graph[n].cardinality, latent_dim)
-                                      for n in graph.order if graph[n].discrete})
+        self.banks = nn.ModuleDict({n: ClassBank(graph[n].cardinality, size, latent_dim)
+                                    for n in graph.order if graph[n].discrete})
 
     def has_code(self, node: str) -> bool:
-        return node in self.moments
+        return node in self.banks
 
-    def update(self, residuals: Tensor, labels: dict[str, Tensor], mask: dict[str, Tensor], decay: float) -> None:
-        """Residuals (B, n, d), blocks in topological order; only observed labels count."""
-        for name, moments in self.moments.items():
+    def update(self, deviations: Tensor, labels: dict[str, Tensor], mask: dict[str, Tensor]) -> None:
+        """Deviations (B, n, d), blocks in topological order; only observed labels count."""
+        for name, bank in self.banks.items():
             seen = mask[name].bool()
-            moments.update(residuals[seen, self.graph.index(name)], labels[name][seen], decay)
+            bank.update(deviations[seen, self.graph.index(name)], labels[name][seen])
 
     def fitted(self, node: str, classes: Tensor) -> bool:
-        """Whether every class in ``classes`` (B,) has seen at least ``min_count`` residuals."""
-        m = self.moments[node]
-        return bool((m.count[classes.long().to(m.count.device)] >= self.min_count).all())
+        """Whether every class in ``classes`` (B,) has at least ``min_count`` deviations stored."""
+        bank = self.banks[node]
+        return bool((bank.written[classes.long().to(bank.written.device)] >= self.min_count).all())
 
     def sample(self, node: str, classes: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Residuals (B, d) drawn from the priors of ``classes`` (B,); the draw is seeded by ``generator`` (CPU)."""
-        m = self.moments[node]
-        mean, chol = m.gaussian(classes.long().to(m.count.device))
-        eps = torch.randn(mean.shape, generator=generator).to(mean.device)
-        return mean + (chol @ eps[..., None])[..., 0]
+        """Deviations (B, d) drawn from the banks of ``classes`` (B,); the draw is seeded by ``generator``."""
+        bank = self.banks[node]
+        return bank.sample(classes.long().clamp(0, bank.bank.shape[0] - 1).to(bank.bank.device), generator)

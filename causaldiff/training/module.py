@@ -19,10 +19,6 @@ class CausalDiffAEModule(pl.LightningModule):
     """Trains a :class:`CausalDiffAE`. The model's arguments come first (linked from the data: graph, label_stats,
     image_size, channels); then optimisation and loss weights.
 
-    ``exogenous_decay``: per-step decay of the running moments of the discrete nodes' residuals (the exogenous
-    priors ``do`` draws from when it switches a class; see :mod:`causaldiff.models.exogenous`), ~1 / (1 - decay)
-    steps of memory.
-
     ``init_from`` (a checkpoint path or shipped model name) starts training from that model's weights (EMA when it
     has them) instead of from scratch: fine-tuning. The architecture and graph must match; label statistics and the
     attribute SCM still come from this run's data. A resumed run (``ckpt_path``) restores its own weights over them.
@@ -37,7 +33,7 @@ class CausalDiffAEModule(pl.LightningModule):
                  beta_z: float = 1.0, beta_u: float = 0.01, beta_s: float = 0.01, beta_read: float = 1.0,
                  kl_warmup_steps: int = 500, p_uncond: float = 0.1, p2_gamma: float = 0.0, p2_k: float = 1.0,
                  snr_gamma: float = 0.0,
-                 latent_noise: float = 0.0, channels_last: bool = False, exogenous_decay: float = 0.995,
+                 latent_noise: float = 0.0, channels_last: bool = False,
                  init_from: str | None = None):
         super().__init__()
         self.save_hyperparameters()
@@ -114,20 +110,23 @@ class CausalDiffAEModule(pl.LightningModule):
 
     @torch.no_grad()
     def _update_exogenous(self, batch: dict) -> None:
-        """Fold the EMA encoder's residuals of this batch into the exogenous priors (of both models)."""
+        """Write the EMA encoder's deviations of this batch into the exogenous banks (of both models), the prior a
+        class switch draws from (see :mod:`causaldiff.models.exogenous`)."""
         ema = self.ema_model
-        if not ema.exogenous.moments:
+        if not ema.exogenous.banks:
             return
         mu_u = ema.encode(batch["x"])[0]
-        residuals = ema.residuals(ema.mechanisms(mu_u), batch["labels"])
-        ema.exogenous.update(residuals, batch["labels"], batch["mask"], self.hparams.exogenous_decay)
+        ema.exogenous.update(ema.deviations(ema.mechanisms(mu_u), batch["labels"]), batch["labels"], batch["mask"])
         self.model.exogenous.load_state_dict(ema.exogenous.state_dict())
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Resume runs begun before exogenous priors existed: theirs start empty."""
+        """Resume runs begun before exogenous banks existed: theirs start empty."""
         state = checkpoint["state_dict"]
         for prefix, model in (("model.", self.model), ("ema_model.", self.ema_model)):
-            state.update(with_exogenous(model, {k: v for k, v in state.items() if k.startswith(prefix)}, prefix))
+            part = {k: v for k, v in state.items() if k.startswith(prefix)}
+            for k in part:
+                del state[k]
+            state.update(with_exogenous(model, part, prefix))
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
