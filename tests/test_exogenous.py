@@ -15,7 +15,8 @@ from tests.helpers import TINY, tiny_model
 def test_class_bank_keeps_the_latest_deviations_per_class_and_samples_them_seeded():
     bank = ClassBank(2, 4, 3)
     r = torch.arange(18.0).reshape(6, 3)
-    bank.update(r, torch.tensor([0, 1, 0, 0, 0, 0]))  # five of class 0 into four slots: the first is overwritten
+    y = torch.tensor([0, 1, 0, 0, 0, 0])
+    bank.update(r, y, torch.ones(6))  # five of class 0 into four slots: the first is overwritten
     assert bank.written.tolist() == [5, 1]
     assert {tuple(row) for row in bank.bank[0].tolist()} == {tuple(row) for row in r[[2, 3, 4, 5]].tolist()}
     torch.testing.assert_close(bank.bank[1, 0], r[1])
@@ -24,6 +25,10 @@ def test_class_bank_keeps_the_latest_deviations_per_class_and_samples_them_seede
     stored = {tuple(row) for row in r[[2, 3, 4, 5]].tolist()}
     assert {tuple(row) for row in draw(2).tolist()} <= stored  # every draw is a stored deviation
     assert torch.equal(bank.sample(torch.tensor([1, 1])), r[[1, 1]])  # a class holding one deviation gives it
+    torch.testing.assert_close(bank.bank[0], r[[5, 2, 3, 4]])  # slots in order of arrival, wrapped
+    bank.update(r[:2] + 100, torch.tensor([0, 0]), torch.tensor([1, 0]))  # the second row is not seen
+    assert bank.written.tolist() == [6, 1]
+    torch.testing.assert_close(bank.bank[0], torch.stack([r[5], r[0] + 100, r[3], r[4]]))  # the oldest (r2) goes
 
 
 @pytest.fixture(scope="module")

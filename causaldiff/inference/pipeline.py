@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from causaldiff.diffusion.sampler import LoopRunner, local_guidance
+from causaldiff.diffusion.sampler import EpsFn, LoopRunner, local_guidance
 from causaldiff.diffusion.schedule import DDIMTables, add_noise, invert_tables, sample_tables
 from causaldiff.interventions import Intervention, resolve
 from causaldiff.models.causal_diffae import CausalDiffAE
@@ -83,7 +83,7 @@ class CounterfactualPipeline:
         self.guide_against, self.exogenous = guide_against, exogenous
         self.inversion_iters = fixed_point_iters if inversion == "fixed-point" else 0
         self.run_loop = LoopRunner(capture)
-        self._local_eps: dict[float, object] = {}  # one eps function per weight, so captured loops are reused
+        self._local_eps: dict[float, EpsFn] = {}  # one eps function per weight, so captured loops are reused
         self._tables: dict[tuple, DDIMTables] = {}
         self._warned: set[str] = set()
 

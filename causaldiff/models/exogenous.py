@@ -25,15 +25,23 @@ class ClassBank(nn.Module):
         self.register_buffer("written", torch.zeros(num_classes, dtype=torch.long))
 
     @torch.no_grad()
-    def update(self, r: Tensor, y: Tensor) -> None:
-        """Write deviations r (B, d) of classes y (B,) over each class's oldest entries."""
+    def update(self, r: Tensor, y: Tensor, seen: Tensor) -> None:
+        """Write deviations r (B, d) of classes y (B,) where ``seen`` (B,) over each class's oldest entries.
+
+        No host sync (it runs in every training step): each slot takes the row, if any, whose place in its class's
+        order of arrival lands on it; of more rows than the bank holds, the last ``size`` are kept.
+        """
         size = self.bank.shape[1]
-        for c in y.long().unique().tolist():
-            rows = r[y.long() == c]
-            skipped = max(0, len(rows) - size)  # more than the bank holds: only the last ``size`` are kept
-            slots = (self.written[c] + skipped + torch.arange(len(rows) - skipped, device=r.device)) % size
-            self.bank[c, slots] = rows[skipped:].to(self.bank.dtype)
-            self.written[c] += len(rows)
+        slots = torch.arange(size, device=r.device)
+        for c in range(self.bank.shape[0]):
+            sel = seen.bool() & (y.long() == c)
+            rank = sel.long().cumsum(0) - 1  # order of arrival within the class
+            n = sel.sum()
+            keep = sel & (rank >= n - size)
+            lands = keep[None, :] & (((self.written[c] + rank) % size)[None, :] == slots[:, None])  # (size, B)
+            row = lands.float().argmax(1)
+            self.bank[c] = torch.where(lands.any(1)[:, None], r[row].to(self.bank.dtype), self.bank[c])
+            self.written[c] += n
 
     def sample(self, c: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """One stored deviation (B, d) of each class in c (B,), chosen uniformly by ``generator`` (CPU)."""
@@ -62,8 +70,8 @@ class ExogenousPrior(nn.Module):
     def update(self, deviations: Tensor, labels: dict[str, Tensor], mask: dict[str, Tensor]) -> None:
         """Deviations (B, n, d), blocks in topological order; only observed labels count."""
         for name, bank in self.banks.items():
-            seen = mask[name].bool()
-            bank.update(deviations[seen, self.graph.index(name)], labels[name][seen])
+            y = torch.nan_to_num(labels[name].float()).long()  # unobserved labels may be NaN; they are not seen
+            bank.update(deviations[:, self.graph.index(name)], y, mask[name])
 
     def fitted(self, node: str, classes: Tensor) -> bool:
         """Whether every class in ``classes`` (B,) has at least ``min_count`` deviations stored."""
