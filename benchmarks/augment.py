@@ -1,8 +1,10 @@
 """Does counterfactual augmentation help a rare-lesion classifier? Brain world, training sets:
 (a) the imbalanced data, (b) (a) + counterfactuals do(lesion=1) raising lesions to 50 %, (c) (a) with the rare class
-oversampled to 50 %, (d) (c) with classic augmentation (flips, small affine): what a practitioner would try; and, as
-an upper bound, (b*) (a) + the world's true counterfactuals of the same sources. Same small CNN, three seeds each;
-balanced accuracy and AUROC on a balanced held-out set.
+oversampled to 50 %, (d) (c) with classic augmentation (flips, small affine): what a practitioner would try;
+(b2) (b) + each source's reconstruction, labelled as its source (``augment --pairs``: generated images in both
+classes), (b3) (b2) with the classic augmentation of (d); and, as an upper bound, (b*) (a) + the world's true
+counterfactuals of the same sources. Same small CNN, three seeds each; balanced accuracy, AUROC, sensitivity and
+specificity on a balanced held-out set.
 
 Also reported, by a reference classifier trained on a large balanced real set: how often it sees a lesion in the
 do(lesion=1) counterfactuals (``cf_lesion_rate``) and their sources, and how often do(lesion=0) of lesion images
@@ -94,12 +96,13 @@ def lesion_probability(model, x):
 
 
 def scores(model, x, y):
+    """(balanced accuracy, AUROC, sensitivity, specificity) on x with lesion labels y."""
     p = lesion_probability(model, x)
     pred = (p > 0.5).float()
-    bal_acc = 0.5 * ((pred[y == 1] == 1).float().mean() + (pred[y == 0] == 0).float().mean())
+    sens, spec = (pred[y == 1] == 1).float().mean(), (pred[y == 0] == 0).float().mean()
     pos, neg = p[y == 1], p[y == 0]  # AUROC = P(score of a positive > score of a negative)
     auroc = ((pos[:, None] > neg[None]).float().mean() + 0.5 * (pos[:, None] == neg[None]).float().mean())
-    return bal_acc.item(), auroc.item()
+    return (0.5 * (sens + spec)).item(), auroc.item(), sens.item(), spec.item()
 
 
 def lesion_grid(pipe, world, opts, path, n=6, seeds=4):
@@ -116,7 +119,8 @@ def lesion_grid(pipe, world, opts, path, n=6, seeds=4):
 
 def other_readings(predictor, images: dict, labels):
     """Mean |reading - label| of the non-lesion nodes on each of ``images`` ({row: (N, C, H, W)}): the sources
-    (identity), their reconstructions (do nothing, through the same pipeline) and the counterfactuals."""
+    (identity), their reconstructions (do nothing, through the same pipeline), the counterfactuals and the world's
+    true counterfactuals (how far a real lesion alone moves the predictor's reading)."""
     with torch.no_grad():
         reads = {row: predictor.predict(x) for row, x in images.items()}
     return {n: {row: round((r[n] - labels[n].float()).abs().mean().item(), 4) for row, r in reads.items()}
@@ -146,6 +150,7 @@ def main() -> None:
     x, labels, exo = images(world, args.n, seed=0)
     x_test, y_test = balanced_test(world, args.test_per_class, seed=99)
     cf_x, cf_y, src = lesion_counterfactuals(pipe, x, labels, world.graph, opts)
+    recon = counterfactuals(pipe, x[src], {k: v[src] for k, v in labels.items()}, {}, opts)[0]  # `augment --pairs`
     x_ref, y_ref = balanced_test(world, args.reference_per_class, seed=7)
     reference = train_classifier(x_ref, y_ref, 0, args.epochs)
     ref_bal_acc = scores(reference, x_test, y_test)[0]
@@ -154,24 +159,26 @@ def main() -> None:
     pos = torch.nonzero(labels["lesion"] == 1).flatten()
     removed_x, _ = counterfactuals(pipe, x[pos], {k: v[pos] for k, v in labels.items()}, "lesion=0", opts)
     removal_rate = (lesion_probability(reference, removed_x) <= 0.5).float().mean().item()
+    _, true_cf = world.counterfactual({k: v[src] for k, v in exo.items()}, {k: v[src] for k, v in labels.items()},
+                                      "lesion=1")
+    true_cf = to_unit(true_cf)  # the same sources, rendered with their own lesion site: an upper bound
     predictor = AntiCausalPredictor.from_checkpoint(args.predictor)
     few = src[:256]
     few_labels = {k: v[few] for k, v in labels.items()}
-    recon = counterfactuals(pipe, x[few], few_labels, {}, opts)[0]
-    others = other_readings(predictor, {"identity": x[few], "reconstruction": recon, "counterfactual": cf_x[:256]},
-                            few_labels)
+    others = other_readings(predictor, {"identity": x[few], "reconstruction": recon[:256],
+                                        "counterfactual": cf_x[:256], "truth": true_cf[:256]}, few_labels)
     print(f"reference classifier: balanced accuracy {ref_bal_acc:.3f}; sees a lesion in {cf_rate:.1%} of the "
           f"do(lesion=1) counterfactuals and {src_rate:.1%} of their sources; {removal_rate:.1%} of do(lesion=0) "
           f"of {len(pos)} lesion images are lesion-free; other nodes' readings {others}", flush=True)
     lesion_grid(pipe, world, opts, Path(args.out).with_name("lesion_grid.png"))
-    _, true_cf = world.counterfactual({k: v[src] for k, v in exo.items()}, {k: v[src] for k, v in labels.items()},
-                                      "lesion=1")
-    true_cf = to_unit(true_cf)  # the same sources, rendered with their own lesion site: an upper bound
     y = labels["lesion"]
     rare = (y == 1).float().mean().item()
     w_over = torch.where(y == 1, 0.5 / rare, 0.5 / (1 - rare))
+    pairs_x, pairs_y = torch.cat([x, cf_x, recon]), torch.cat([y, cf_y, torch.zeros(len(recon))])
     sets = {"(a) imbalanced": (x, y, None, False),
             "(b) + counterfactuals to 50 %": (torch.cat([x, cf_x]), torch.cat([y, cf_y]), None, False),
+            "(b2) + counterfactuals and their reconstructions (--pairs)": (pairs_x, pairs_y, None, False),
+            "(b3) (b2) + flips and small affine": (pairs_x, pairs_y, None, True),
             "(c) oversampled to 50 %": (x, y, w_over, False),
             "(d) oversampled + flips and small affine": (x, y, w_over, True),
             "(b*) + true counterfactuals (oracle)": (torch.cat([x, true_cf]), torch.cat([y, cf_y]), None, False)}
@@ -183,30 +190,33 @@ def main() -> None:
         rows.append({"training set": name, "n": len(ys), "lesion share": round(share.item(), 3),
                      "balanced_accuracy_mean": round(t[:, 0].mean().item(), 4),
                      "balanced_accuracy_std": round(t[:, 0].std().item(), 4),
-                     "auroc_mean": round(t[:, 1].mean().item(), 4), "auroc_std": round(t[:, 1].std().item(), 4)})
+                     "auroc_mean": round(t[:, 1].mean().item(), 4), "auroc_std": round(t[:, 1].std().item(), 4),
+                     "sensitivity": round(t[:, 2].mean().item(), 3), "specificity": round(t[:, 3].mean().item(), 3)})
         print(rows[-1], flush=True)
-    acc = {r["training set"][:3]: r["balanced_accuracy_mean"] for r in rows}
+    acc = {r["training set"].split()[0]: r["balanced_accuracy_mean"] for r in rows}
+    baseline = max(acc["(c)"], acc["(d)"])
     meta = {"checkpoint": args.checkpoint, "n": args.n, "rare_share": round(rare, 4), "counterfactuals": len(cf_y),
             "test": f"{args.test_per_class} per class", "seeds": args.seeds, "epochs": args.epochs,
             "guidance": args.guidance, "guide_against": args.guide_against, "exogenous": args.exogenous,
             "steps": args.steps, "reference_balanced_accuracy": round(ref_bal_acc, 4),
             "cf_lesion_rate": round(cf_rate, 4), "source_lesion_rate": round(src_rate, 4),
             "removal_rate": round(removal_rate, 4), "removal_n": len(pos), "other_node_readings": others,
-            "b_minus_best_of_c_d": round(acc["(b)"] - max(acc["(c)"], acc["(d)"]), 4),
+            "minus_best_of_c_d": {k: round(acc[k] - baseline, 4) for k in ("(b)", "(b2)", "(b3)")},
             "seconds": round(time.perf_counter() - t0, 1),
             "targets": "cf_lesion_rate >= 0.9, removal_rate >= 0.9, (b) beats (c) and (d) by >= 0.05"}
     atomic_write_text(args.out, json.dumps({"meta": meta, "rows": rows}, indent=2))
-    md = ["| training set | n | lesion share | balanced accuracy (mean ± std, 3 seeds) | AUROC |",
-          "|---|---|---|---|---|"]
+    md = [f"| training set | n | lesion share | balanced accuracy (mean ± std, {args.seeds} seeds) | AUROC | "
+          "sensitivity | specificity |", "|---|---|---|---|---|---|---|"]
     md += [f"| {r['training set']} | {r['n']} | {r['lesion share']} | {r['balanced_accuracy_mean']:.3f} ± "
-           f"{r['balanced_accuracy_std']:.3f} | {r['auroc_mean']:.3f} ± {r['auroc_std']:.3f} |" for r in rows]
+           f"{r['balanced_accuracy_std']:.3f} | {r['auroc_mean']:.3f} ± {r['auroc_std']:.3f} | "
+           f"{r['sensitivity']:.3f} | {r['specificity']:.3f} |" for r in rows]
     md += ["", f"Reference classifier (balanced accuracy {ref_bal_acc:.3f}): lesion seen in **{cf_rate:.1%}** of the "
            f"do(lesion=1) counterfactuals ({src_rate:.1%} of their sources); **{removal_rate:.1%}** of do(lesion=0) "
            f"of {len(pos)} lesion images read lesion-free.", "",
            "Other nodes, mean |predictor reading − label| on 256 sources: the sources themselves (identity), their "
-           "reconstructions (no intervention, same pipeline) and do(lesion=1):", "",
-           "| other node | identity | reconstruction | counterfactual |", "|---|---|---|---|"]
-    md += [f"| {n} | {v['identity']:.3g} | {v['reconstruction']:.3g} | {v['counterfactual']:.3g} |"
+           "reconstructions (no intervention, same pipeline), do(lesion=1) and the world's true do(lesion=1):", "",
+           "| other node | identity | reconstruction | counterfactual | truth |", "|---|---|---|---|---|"]
+    md += [f"| {n} | {v['identity']:.3g} | {v['reconstruction']:.3g} | {v['counterfactual']:.3g} | {v['truth']:.3g} |"
            for n, v in others.items()]
     md.append(f"\n{meta}")
     atomic_write_text(Path(args.out).with_suffix(".md"), "\n".join(md) + "\n")

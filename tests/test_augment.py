@@ -1,3 +1,4 @@
+import csv
 import json
 import os
 import signal
@@ -8,7 +9,7 @@ import time
 import pytest
 import torch
 
-from causaldiff.augment import plan_balance
+from causaldiff.augment import plan_balance, with_reconstructions
 from causaldiff.cli import main
 from causaldiff.data.folder import FolderDataset
 from causaldiff.graph import CausalGraph
@@ -55,6 +56,26 @@ def test_augment_writes_plan_and_a_folder_fit_accepts(brain_folder, tmp_path):
     assert not list(out.rglob("*.tmp"))
     with pytest.raises(SystemExit, match="different augmentation plan"):
         main([*AUG[:-4], "--steps", "4", "--batch-size", "4", "--input", str(brain_folder), "--out", str(out)])
+
+
+def test_pairs_add_one_reconstruction_per_source_with_its_own_labels(brain_folder, tmp_path):
+    items = with_reconstructions([{"source": 3, "do": "lesion=1"}, {"source": 3, "do": "lesion=1"},
+                                  {"source": 5, "do": "lesion=1"}])
+    assert items[3:] == [{"source": 3, "do": ""}, {"source": 5, "do": ""}]  # one per distinct source
+    out = tmp_path / "aug"
+    main([*AUG, "--pairs", "--input", str(brain_folder), "--out", str(out)])
+    src = FolderDataset(brain_folder, size=32, channels=1)
+    ds = FolderDataset(out, size=32, channels=1)
+    n_cf = len(plan_balance(src.labels, src.graph, "lesion", 1, 0.5))
+    assert len(ds) == 2 * n_cf
+    with open(out / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    recon = [i for i, r in enumerate(rows) if r["intervention"] == ""]
+    assert len(recon) == n_cf and torch.all(ds.labels["lesion"][recon] == 0)
+    names = [str(p) for p in src.files]
+    for i in recon:  # a reconstruction carries its source's labels
+        j = next(j for j, name in enumerate(names) if name.endswith(rows[i]["source_file"]))
+        assert all(abs(float(ds.labels[k][i]) - float(src.labels[k][j])) < 1e-3 for k in src.labels)
 
 
 def test_rerun_finishes_only_missing_items(brain_folder, tmp_path):

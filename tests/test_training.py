@@ -205,3 +205,36 @@ def test_latent_noise_zero_feeds_the_posterior_mean():
             reads[scale].append(diffae_loss(model, batch, latent_noise=scale)["readout"])
     assert torch.equal(*reads[0.0])  # the mean: no draw reaches the read-out
     assert not torch.equal(*reads[1.0])
+
+
+def test_v_prediction_converts_to_eps_and_trains_on_the_v_mse(tmp_path):
+    model, batch = tiny_model()
+    model.prediction = "v"
+    x, t = batch["x"], torch.tensor([0, 50, 99] * 3)[: batch["x"].shape[0]]
+    a = model.alphas_cumprod[t].view(-1, 1, 1, 1)
+    noise = torch.randn_like(x)
+    x_t = a.sqrt() * x + (1 - a).sqrt() * noise
+    cond = model.condition(*[torch.randn(x.shape[0], *s) for s in ((len(model.graph), 4), (8,))])
+    v = model.unet(x_t, t, class_labels=cond).sample
+    eps = model.eps(x_t, t, cond)
+    torch.testing.assert_close(eps, a.sqrt() * v + (1 - a).sqrt() * x_t)
+    torch.testing.assert_close((x_t - (1 - a).sqrt() * eps) / a.sqrt(), a.sqrt() * x_t - (1 - a).sqrt() * v,
+                               atol=1e-4, rtol=1e-4)  # x0 = sqrt(a) x_t - sqrt(1 - a) v
+    torch.manual_seed(0)
+    mse = diffae_loss(model, batch, p_uncond=0.0, latent_noise=0.0)["mse"]
+    torch.manual_seed(0)  # the same draws by hand, in diffae_loss's order: latent noise (scaled by 0), t, noise
+    mu_u, _, mu_s, _ = model.encode(batch["x"])
+    torch.randn_like(mu_u), torch.randn_like(mu_s)
+    t = torch.randint(0, 100, (x.shape[0],))
+    a = model.alphas_cumprod[t].view(-1, 1, 1, 1)
+    noise = torch.randn_like(x)
+    torch.rand(x.shape[0])  # the condition-dropout draw
+    x_t = a.sqrt() * x + (1 - a).sqrt() * noise
+    v = model.unet(x_t, t, class_labels=model.condition(model.mechanisms(mu_u), mu_s)).sample
+    v_target = a.sqrt() * noise - (1 - a).sqrt() * x
+    torch.testing.assert_close(mse, (v - v_target).pow(2).mean(), rtol=1e-3, atol=1e-6)
+    with pytest.raises(ValueError, match="prediction must be 'eps' or 'v'"):
+        CausalDiffAE(model.graph.to_dict(), prediction="x0")
+    main(["fit", "--config", str(CONFIG), "--trainer.max_steps=2", f"--trainer.default_root_dir={tmp_path}",
+          "--model.prediction=v"])
+    assert CausalDiffAE.from_checkpoint(tmp_path / "checkpoints" / "last.ckpt").prediction == "v"

@@ -15,6 +15,9 @@ def register(sub) -> None:
     aug.add_argument("--target-fraction", type=float, default=0.5, help="share of the rare value after (default 0.5)")
     aug.add_argument("--do", action="append", help="explicit intervention instead of --balance (repeatable)")
     aug.add_argument("--per-image", type=int, default=1, help="counterfactuals per image with --do (default 1)")
+    aug.add_argument("--pairs", action="store_true", help="also write each source's reconstruction (no intervention), "
+                     "so generated images sit in every class and a classifier cannot learn the generator as the rare "
+                     "class")
     aug.add_argument("--devices", type=int, default=1, help="processes / GPUs (default 1)")
     aug.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default auto)")
     aug.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
@@ -24,7 +27,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from causaldiff.augment import plan_balance, plan_explicit, run_augment
+    from causaldiff.augment import plan_balance, plan_explicit, run_augment, with_reconstructions
     from causaldiff.interventions import resolve
 
     if bool(args.balance) == bool(args.do):
@@ -37,10 +40,13 @@ def run(args: argparse.Namespace) -> None:
     else:
         resolve(args.do, pipe.graph)
         items = plan_explicit(len(inp.names), args.do, args.per_image)
+    if args.pairs:
+        items = with_reconstructions(items)
     plan_args = {"checkpoint": str(args.checkpoint), "input": str(args.input), "balance": args.balance,
                  "value": args.value, "target_fraction": args.target_fraction, "do": args.do,
                  "per_image": args.per_image, "steps": args.steps, "guidance": args.guidance, "seed": args.seed,
-                 "mode": args.mode, "inversion": args.inversion}
+                 "mode": args.mode, "inversion": args.inversion,
+                 **({"pairs": True} if args.pairs else {})}  # plans written before --pairs still resume
     predictor = common.predictor(args.predictor, pipe) if args.predictor else None
     n = run_augment(pipe, inp, args.out, items, plan_args, opts, args.devices, args.strategy, predictor=predictor)
     print(f"{n} counterfactual images and labels.csv in {args.out}")

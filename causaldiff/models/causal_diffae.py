@@ -45,18 +45,25 @@ class CausalDiffAE(nn.Module):
         beta_schedule: diffusers beta schedule name (``linear``, ``scaled_linear``, ``squaredcos_cap_v2``).
         condition_norm: LayerNorm the condition and scale it by 3 so it holds its own against the time embedding
             (see :class:`ConditionProjection`); False is the stock projection of older checkpoints.
+        prediction: what the UNet outputs: ``eps`` (the noise) or ``v`` (``sqrt(a_t) eps - sqrt(1 - a_t) x0``,
+            Salimans & Ho 2022), which near t = T is -x0 itself, so the noisy steps that decide layout are learned
+            as images rather than as a residual of x_t. :meth:`eps` converts, so samplers always see eps.
     """
 
     def __init__(self, graph: dict, label_stats: dict | None = None, image_size: int = 32, channels: int = 3,
                  latent_dim: int = 16, style_dim: int = 32, encoder_widths: tuple[int, ...] = (32, 64, 128),
                  unet_channels: tuple[int, ...] = (32, 64, 64), layers_per_block: int = 1,
                  attention_levels: tuple[int, ...] = (), mechanism_hidden: int = 64, prior_std: float = 0.5,
-                 num_train_timesteps: int = 1000, beta_schedule: str = "linear", condition_norm: bool = True):
+                 num_train_timesteps: int = 1000, beta_schedule: str = "linear", condition_norm: bool = True,
+                 prediction: str = "eps"):
         super().__init__()
+        if prediction not in ("eps", "v"):
+            raise ValueError(f"prediction must be 'eps' or 'v', got {prediction!r}")
         self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self.graph = CausalGraph.from_dict(graph)
         n = len(self.graph)
         self.image_size, self.channels, self.latent_dim, self.style_dim = image_size, channels, latent_dim, style_dim
+        self.prediction = prediction
         self.encoder = CausalEncoder(channels, n, latent_dim, style_dim, tuple(encoder_widths))
         self.mechanisms = LatentMechanisms(self.graph, latent_dim, mechanism_hidden)
         self.alignment = LabelAlignment(self.graph, latent_dim, label_stats, prior_std)
@@ -86,7 +93,11 @@ class CausalDiffAE(nn.Module):
 
     def eps(self, x_t: Tensor, t: Tensor, cond: Tensor) -> Tensor:
         """Predicted noise (B, C, H, W) for x_t at timesteps t (B,) under condition (B, E)."""
-        return self.unet(x_t, t, class_labels=cond).sample
+        out = self.unet(x_t, t, class_labels=cond).sample
+        if self.prediction == "eps":
+            return out
+        a = self.alphas_cumprod[t].view(-1, 1, 1, 1).to(out.dtype)
+        return a.sqrt() * out + (1 - a).sqrt() * x_t  # eps from v: x_t = sqrt(a) x0 + sqrt(1 - a) eps
 
     def check_images(self, x: Tensor) -> None:
         expect = (self.channels, self.image_size, self.image_size)

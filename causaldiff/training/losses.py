@@ -43,6 +43,10 @@ def diffae_loss(model, batch: dict, kl_weight: float = 1.0, beta_z: float = 1.0,
     ``snr_gamma > 0`` weights it by ``min(SNR_t, gamma) / SNR_t`` instead (Min-SNR-gamma, Hang et al., 2023): the
     nearly clean steps stop dominating the gradient, and the noisy steps, where layout is decided, converge sooner.
 
+    A ``v``-prediction model (``model.prediction``) is trained on the v-MSE, ``|eps error|^2 / a_t``: the noisy
+    steps, whose x̂0 the eps-MSE barely constrains (an eps error of 0.03 is an x̂0 error of 1.9 at t = 900), weigh as
+    much as their image error.
+
     ``latent_noise`` scales the posterior noise in the latents the decoder and read-out see: 1 is the reparameterised
     sample; 0 the posterior mean (deterministic, as DiffAE's semantic encoder), which lets small offsets of z carry
     detail (e.g. where a lesion is) that noise of the prior's scale (0.5) would drown.
@@ -71,6 +75,8 @@ def diffae_loss(model, batch: dict, kl_weight: float = 1.0, beta_z: float = 1.0,
     drop = torch.rand(b, device=x.device) < p_uncond
     cond = torch.where(drop[:, None], model.null_condition(b).to(cond.dtype), cond)
     per_sample = (model.eps(x_t, t, cond).float() - noise.float()).pow(2).flatten(1).mean(1)
+    if model.prediction == "v":  # eps error = sqrt(a_t) (v error), so this is the v-MSE of Salimans & Ho (2022)
+        per_sample = per_sample / model.alphas_cumprod[t]
     if snr_gamma:
         per_sample = per_sample * min_snr_weights(model.alphas_cumprod, snr_gamma)[t]
     elif p2_gamma:

@@ -12,12 +12,19 @@ from causaldiff.checkpoint import load_checkpoint, model_state
 from causaldiff.graph import CausalGraph
 from causaldiff.hparams import kwargs_for
 from causaldiff.models.causal_diffae import CausalDiffAE, with_exogenous
+from causaldiff.training.consistency import consistency_loss
 from causaldiff.training.losses import diffae_loss
 
 
 class CausalDiffAEModule(pl.LightningModule):
     """Trains a :class:`CausalDiffAE`. The model's arguments come first (linked from the data: graph, label_stats,
     image_size, channels); then optimisation and loss weights.
+
+    ``beta_cf > 0`` adds the counterfactual-consistency objective (:mod:`.consistency`) on the first ``cf_fraction``
+    of each batch, its weight ramped linearly from 0 at ``cf_start_steps`` to ``beta_cf`` at twice that (the reader,
+    the EMA encoder, must first read the labels). Its gradient is 400-800x the diffusion loss's at equal weight
+    (x̂0 divides eps by sqrt(a_t), ~0.01-0.08 at the noisy steps it is read at: measured on pendulum32 v2), so
+    useful weights are ~1e-3.
 
     ``init_from`` (a checkpoint path or shipped model name) starts training from that model's weights (EMA when it
     has them) instead of from scratch: fine-tuning. The architecture and graph must match; label statistics and the
@@ -29,10 +36,11 @@ class CausalDiffAEModule(pl.LightningModule):
                  unet_channels: tuple[int, ...] = (32, 64, 64), layers_per_block: int = 1,
                  attention_levels: tuple[int, ...] = (), mechanism_hidden: int = 64, prior_std: float = 0.5,
                  num_train_timesteps: int = 1000, beta_schedule: str = "linear", condition_norm: bool = True,
-                 lr: float = 2e-4, weight_decay: float = 0.0, warmup_steps: int = 100, ema_decay: float = 0.999,
+                 prediction: str = "eps", lr: float = 2e-4, weight_decay: float = 0.0, warmup_steps: int = 100,
+                 ema_decay: float = 0.999,
                  beta_z: float = 1.0, beta_u: float = 0.01, beta_s: float = 0.01, beta_read: float = 1.0,
                  kl_warmup_steps: int = 500, p_uncond: float = 0.1, p2_gamma: float = 0.0, p2_k: float = 1.0,
-                 snr_gamma: float = 0.0,
+                 snr_gamma: float = 0.0, beta_cf: float = 0.0, cf_start_steps: int = 1000, cf_fraction: float = 0.5,
                  latent_noise: float = 0.0, channels_last: bool = False,
                  init_from: str | None = None):
         super().__init__()
@@ -59,13 +67,13 @@ class CausalDiffAEModule(pl.LightningModule):
         state = {k: v for k, v in model_state(ckpt, name_or_path).items()
                  if not k.startswith("scm.") and k not in own}
         hp = ckpt.get("hyper_parameters", {})
-        theirs = (CausalGraph.from_dict(hp["graph"]).to_dict() if "graph" in hp else None,
-                  hp.get("image_size"), hp.get("channels"), hp.get("condition_norm", False))
+        theirs = (CausalGraph.from_dict(hp["graph"]).to_dict() if "graph" in hp else None, hp.get("image_size"),
+                  hp.get("channels"), hp.get("condition_norm", False), hp.get("prediction", "eps"))
         mine = (self.model.graph.to_dict(), self.hparams.image_size, self.hparams.channels,
-                self.hparams.condition_norm)
+                self.hparams.condition_norm, self.hparams.prediction)
         if theirs != mine:
-            raise ValueError(f"init_from {name_or_path}: its (graph, image_size, channels, condition_norm) {theirs} do "
-                             f"not match this run's {mine}")
+            raise ValueError(f"init_from {name_or_path}: its (graph, image_size, channels, condition_norm, prediction) "
+                             f"{theirs} do not match this run's {mine}")
         for model in (self.model, self.ema_model):
             try:
                 missing, unexpected = model.load_state_dict(state, strict=False)
@@ -88,9 +96,27 @@ class CausalDiffAEModule(pl.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         terms = self._loss(self.model, batch)
+        weight = self._cf_weight(self.global_step)
+        if weight > 0:
+            terms["cf"] = self._consistency(self._batch(batch))
+            terms["loss"] = terms["loss"] + weight * terms["cf"]
+            terms["cf"] = terms["cf"].detach()
         self.log_dict({f"train/{k}": v for k, v in terms.items()}, prog_bar=False, batch_size=batch["x"].shape[0])
         self.log("loss", terms["loss"], prog_bar=True, logger=False, batch_size=batch["x"].shape[0])
         return terms["loss"]
+
+    def _cf_weight(self, step: int) -> float:
+        start = max(1, self.hparams.cf_start_steps)
+        return self.hparams.beta_cf * min(1.0, max(0.0, (step - start) / start))
+
+    def _consistency(self, batch: dict) -> torch.Tensor:
+        """The consistency objective on the first ``cf_fraction`` of the batch, read by the EMA model."""
+        b = max(1, int(batch["x"].shape[0] * self.hparams.cf_fraction))
+        x = batch["x"][:b]
+        mu_u, _, mu_s, _ = self.model.encode(x)
+        return consistency_loss(self.model, self.ema_model, x, self.model.mechanisms(mu_u), mu_s,
+                                {k: v[:b] for k, v in batch["labels"].items()},
+                                {k: v[:b] for k, v in batch["mask"].items()})
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         terms = self._loss(self.ema_model, batch)
