@@ -32,7 +32,7 @@ def test_shipped_models_are_listed_small_and_safe(capsys):
 
 @pytest.mark.slow
 def test_demo_writes_grid_and_report(tmp_path, capsys):
-    main(["demo", "--out", str(tmp_path / "demo"), "--steps", "3"])
+    main(["demo", "--out", str(tmp_path / "demo")])  # default 20 steps: a v model's inversion needs them (8: L1 9.1)
     out = capsys.readouterr().out
     assert "demo done" in out and (tmp_path / "demo" / "grid.png").is_file()
     report = json.loads((tmp_path / "demo" / "report.json").read_text())

@@ -146,7 +146,13 @@ class CausalDiffAEModule(pl.LightningModule):
         self.model.exogenous.load_state_dict(ema.exogenous.state_dict())
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Resume runs begun before exogenous banks existed: theirs start empty."""
+        """Resume runs begun before exogenous banks existed (theirs start empty); refuse to resume a run under another
+        prediction target (its weights would be read as the other one)."""
+        theirs = checkpoint.get("hyper_parameters", {}).get("prediction", "eps")
+        if theirs != self.hparams.prediction:
+            raise ValueError(f"this run was trained with prediction={theirs}; resume it with "
+                             f"--model.prediction={theirs} (or start a new run: the config says "
+                             f"{self.hparams.prediction})")
         state = checkpoint["state_dict"]
         for prefix, model in (("model.", self.model), ("ema_model.", self.ema_model)):
             part = {k: v for k, v in state.items() if k.startswith(prefix)}
