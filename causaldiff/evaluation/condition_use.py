@@ -4,8 +4,8 @@
   style code s, or with both; per node, the median fraction of the label gap y_B - y_A that the anti-causal
   predictor's reading moves, measured from the decode under A's own condition. 0: the decoder ignored it; 1: it
   followed fully. Discrete nodes: the share of pairs (with y_A != y_B) read as B's class.
-- **x0 sensitivity**: mean |x0_hat(x_t, cond_A) - x0_hat(x_t, cond_B)| from the same x_t, beside the x0 error
-  mean |x0_hat(x_t, cond_A) - x_A|, at several t; ``x0_hat = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t)`` (DDIM eq. 9).
+- **x0 sensitivity**: mean |x̂0(x_t, cond_A) - x̂0(x_t, cond_B)| from the same x_t, beside the x0 error
+  mean |x̂0(x_t, cond_A) - x_A|, at several t (:meth:`CausalDiffAE.x0`, DDIM eq. 9).
 - **collapse check**: mean |s_A - s_B|, mean |z_A - z_B| per block, and the norms of the condition vector and of
   the time embedding it is added to.
 """
@@ -36,13 +36,6 @@ def timesteps(model: CausalDiffAE) -> list[int]:
     return [int(f * model.alphas_cumprod.shape[0]) for f in NOISE_LEVELS]
 
 
-def x0_hat(model: CausalDiffAE, x_t: Tensor, t: int, cond: Tensor) -> Tensor:
-    """x0 predicted from x_t (B, C, H, W) at timestep t under cond (B, E)."""
-    a = model.alphas_cumprod[t]
-    eps = model.eps(x_t, torch.full((x_t.shape[0],), t, device=x_t.device), cond)
-    return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
-
-
 @torch.no_grad()
 def x0_sensitivity(model: CausalDiffAE, x: Tensor, z: Tensor, s: Tensor, perm: Tensor,
                    at: list[int] | None = None, seed: int = 0) -> dict[int, dict[str, float]]:
@@ -54,7 +47,8 @@ def x0_sensitivity(model: CausalDiffAE, x: Tensor, z: Tensor, s: Tensor, perm: T
     for t in at or timesteps(model):
         a = model.alphas_cumprod[t]
         x_t = add_noise(x, torch.randn(x.shape, generator=gen).to(x.device), a)
-        x0_a, x0_b = x0_hat(model, x_t, t, cond_a), x0_hat(model, x_t, t, cond_b)
+        ts = torch.full((x.shape[0],), t, device=x.device)
+        x0_a, x0_b = model.x0(x_t, ts, cond_a), model.x0(x_t, ts, cond_b)
         out[t] = {"swap": (x0_a - x0_b).abs().mean().item(), "error": (x0_a - x).abs().mean().item()}
     return out
 

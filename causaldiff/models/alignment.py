@@ -49,9 +49,13 @@ class LabelAlignment(nn.Module):
         """(B, n, d) prior means for every node."""
         return torch.stack([self.prior_block(i, labels[n]) for i, n in enumerate(self.graph.order)], dim=1)
 
+    def heads(self, z: Tensor) -> list[Tensor]:
+        """Per-node head outputs (B, K_i) from z (B, n, d), topological order: logits, or a standardised value."""
+        return [h(z[:, i]) for i, h in enumerate(self.h)]
+
     def readout(self, z: Tensor) -> dict[str, Tensor]:
         """Predicted labels in raw units from z (B, n, d): values (continuous) or class indices (discrete)."""
-        return read_labels(self.graph, [h(z[:, i]) for i, h in enumerate(self.h)], self.loc, self.scale)
+        return read_labels(self.graph, self.heads(z), self.loc, self.scale)
 
     def readout_loss(self, z: Tensor, labels: dict[str, Tensor], mask: dict[str, Tensor]) -> Tensor:
         """Masked read-out loss: MSE on standardised values, cross-entropy on classes; mean over observed."""

@@ -99,6 +99,12 @@ class CausalDiffAE(nn.Module):
         a = self.alphas_cumprod[t].view(-1, 1, 1, 1).to(out.dtype)
         return a.sqrt() * out + (1 - a).sqrt() * x_t  # eps from v: x_t = sqrt(a) x0 + sqrt(1 - a) eps
 
+    def x0(self, x_t: Tensor, t: Tensor, cond: Tensor) -> Tensor:
+        """x̂0 (B, C, H, W) predicted from x_t at timesteps t (B,) under cond (B, E):
+        ``(x_t - sqrt(1 - a_t) eps) / sqrt(a_t)`` (DDIM eq. 9)."""
+        a = self.alphas_cumprod[t].view(-1, 1, 1, 1)
+        return (x_t - (1 - a).sqrt() * self.eps(x_t, t, cond).float()) / a.sqrt()
+
     def check_images(self, x: Tensor) -> None:
         expect = (self.channels, self.image_size, self.image_size)
         if x.ndim != 4 or tuple(x.shape[1:]) != expect:

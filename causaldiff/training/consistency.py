@@ -47,8 +47,7 @@ def counterfactual_latents(model: CausalDiffAE, z: Tensor, labels: dict, mask: d
 
 def read_heads(reader: CausalDiffAE, x: Tensor) -> list[Tensor]:
     """The reader's per-node head outputs (B, K_i) for images x (B, C, H, W): logits, or a standardised value."""
-    z = reader.mechanisms(reader.encoder(x)[0])
-    return [h(z[:, i]) for i, h in enumerate(reader.alignment.h)]
+    return reader.alignment.heads(reader.mechanisms(reader.encoder(x)[0]))
 
 
 def consistency_loss(model: CausalDiffAE, reader: CausalDiffAE, x: Tensor, z: Tensor, s: Tensor, labels: dict,
@@ -60,15 +59,10 @@ def consistency_loss(model: CausalDiffAE, reader: CausalDiffAE, x: Tensor, z: Te
     perm = torch.randperm(b, device=x.device)
     cf_z, y_new, valid = counterfactual_latents(model, z, labels, mask, k, perm)
     t = torch.randint(int(T_RANGE[0] * big_t), int(T_RANGE[1] * big_t), (b,), device=x.device)
-    a = model.alphas_cumprod[t].view(b, 1, 1, 1)
-    x_t = add_noise(x, torch.randn_like(x), a)
-
-    def x0(cond: Tensor) -> Tensor:
-        return (x_t - (1 - a).sqrt() * model.eps(x_t, t, cond).float()) / a.sqrt()
-
+    x_t = add_noise(x, torch.randn_like(x), model.alphas_cumprod[t].view(b, 1, 1, 1))
     with torch.no_grad():
-        read_f = read_heads(reader, x0(model.condition(z.detach(), s.detach())))
-    read_cf = read_heads(reader, x0(model.condition(cf_z, s)))
+        read_f = read_heads(reader, model.x0(x_t, t, model.condition(z.detach(), s.detach())))
+    read_cf = read_heads(reader, model.x0(x_t, t, model.condition(cf_z, s)))
     moved = set(model.graph.descendants(name))
     w = valid.float()
     terms = []
