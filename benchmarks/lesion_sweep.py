@@ -3,8 +3,11 @@
 For n lesion-free images, do(lesion=1) under each guidance weight w (and each ``--exogenous`` switch); for n lesion
 images, do(lesion=0). Read by the anti-causal predictor: the share read as lesion (``drawn``) / lesion-free
 (``removed``); how far the other nodes' readings move from the reconstruction's (``other_change``) beside the
-reconstruction's own error (``recon_error``, the noise floor); the mean distance in pixels between the brightest
-change of two seeds (``seed_site_px``: do seeds give other sites?); the L1 to the reconstruction (0-255).
+reconstruction's own error (``recon_error``, the noise floor) and beside the true counterfactuals' (row ``truth``: the
+predictor's other readings move for a lesion alone); the mean distance in pixels between the brightest
+change of two seeds (``seed_site_px``: do seeds give other sites?); where the brightest change lies, as a fraction of
+the brain's radius (``site_radius``, and ``central_share`` below 0.45: the world draws sites uniformly in 0.35-0.75,
+so a quarter of real lesions are central, over the ventricles); the L1 to the reconstruction (0-255).
 
 Run: ``python benchmarks/lesion_sweep.py --checkpoint brain32 --guide-against local --weights 1 3``; writes
 benchmarks/results/guidance/lesion_sweep_<guide>.json.
@@ -25,6 +28,28 @@ from causaldiff.io import atomic_write_text
 from causaldiff.pixels import to_unit
 
 OTHERS = ("age", "brain_volume", "ventricle_volume")
+
+
+def site_radius(site, brain_volume, size=32):
+    """(B,) distance of pixel sites (B, 2) from the image centre over the brain's radius (the world's r_brain)."""
+    r_brain = 0.62 * (brain_volume / 1200).clamp_min(0.05).sqrt() * size / 2
+    return (site + 0.5 - size / 2).norm(dim=1) / r_brain
+
+
+@torch.no_grad()
+def truth_row(world, predictor, exo, labels, n) -> dict:
+    """The true do(lesion=1) counterfactuals of the first n lesion-free images, measured as the sweep's rows are:
+    ``other_change`` against the sources is how far the predictor's other readings move for a lesion alone."""
+    neg = torch.nonzero(labels["lesion"] == 0).flatten()[:n]
+    exo_n, lab_n = {k: v[neg] for k, v in exo.items()}, {k: v[neg] for k, v in labels.items()}
+    src = to_unit(world.render(exo_n, lab_n))
+    cf = to_unit(world.render(exo_n, {**lab_n, "lesion": torch.ones(len(neg))}))
+    read, read_src = predictor.predict(cf), predictor.predict(src)
+    radius = site_radius(brightest(cf, src), lab_n["brain_volume"])
+    return {"drawn": round((read["lesion"] == 1).float().mean().item(), 4),
+            "other_change": {k: round((read[k] - read_src[k]).abs().mean().item(), 3) for k in OTHERS},
+            "site_radius": round(radius.mean().item(), 3), "central_share": round((radius < 0.45).float().mean().item(), 3),
+            "l1_cf_vs_recon": round(((cf - src).abs() * 127.5).mean().item(), 2)}
 
 
 def brightest(cf, ref):
@@ -49,11 +74,13 @@ def sweep(pipe, predictor, x, labels, n, weights, steps=20) -> dict:
         removed = pipe.predict(b.noise, pipe.intervene(b, "lesion=0", torch.Generator().manual_seed(0))[0], b.s,
                                steps, w, b.z)
         read = predictor.predict(cfs[0])
+        radius = site_radius(brightest(cfs[0], rec), labels["brain_volume"][neg])
         out[f"w={w:g}"] = {
             "drawn": round(is_lesion(cfs[0]), 4), "removed": round(1 - is_lesion(removed), 4),
             "other_change": {k: round((read[k] - read_rec[k]).abs().mean().item(), 3) for k in OTHERS},
             "recon_error": {k: round((read_rec[k] - labels[k][neg]).abs().mean().item(), 3) for k in OTHERS},
             "seed_site_px": round((brightest(cfs[0], rec) - brightest(cfs[1], rec)).norm(dim=1).mean().item(), 2),
+            "site_radius": round(radius.mean().item(), 3), "central_share": round((radius < 0.45).float().mean().item(), 3),
             "l1_cf_vs_recon": round(((cfs[0] - rec).abs() * 127.5).mean().item(), 2)}
     return out
 
@@ -62,7 +89,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", default="brain32")
     ap.add_argument("--predictor", default=str(Path(__file__).parent / "predictors" / "brain32.ckpt"))
-    ap.add_argument("--guide-against", default="local", choices=["factual", "local", "null"])
+    ap.add_argument("--guide-against", default="local", choices=["factual", "local", "masked", "null"])
     ap.add_argument("--exogenous", nargs="*", default=["sample", "keep"], choices=["sample", "keep"])
     ap.add_argument("--weights", nargs="*", type=float, default=[1.0, 2.0, 3.0, 4.0])
     ap.add_argument("--n", type=int, default=64)
@@ -72,7 +99,8 @@ def main() -> None:
     exo, labels = world.sample(4000, 777)
     x = to_unit(world.render(exo, labels))
     predictor = AntiCausalPredictor.from_checkpoint(args.predictor)
-    res = {}
+    res = {"truth": truth_row(world, predictor, exo, labels, args.n)}
+    print(f"truth: {res['truth']}", flush=True)
     for exogenous in args.exogenous:
         pipe = CounterfactualPipeline.from_checkpoint(args.checkpoint, exogenous=exogenous,
                                                       guide_against=args.guide_against)

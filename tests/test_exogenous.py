@@ -160,6 +160,24 @@ def test_local_guidance_amplifies_only_where_the_prediction_changes():
     torch.testing.assert_close(same, base)  # nothing changed: nothing amplified
 
 
+def test_masked_guidance_keeps_the_rest_as_the_factual_prediction():
+    from causaldiff.diffusion.sampler import local_guidance
+
+    base = torch.randn(2, 1, 8, 8)
+
+    def eps_fn(x, t, cond):  # the condition moves a 2x2 corner by cond, everything else by a tenth of it
+        out = base.repeat(x.shape[0] // 2, 1, 1, 1) + 0.1 * cond[:, 0, None, None, None]
+        out[:, :, :2, :2] += cond[:, 0, None, None, None]
+        return out
+
+    packed = torch.cat([torch.ones(2, 3), torch.zeros(2, 3)], 1)
+    masked = local_guidance(eps_fn, 2.0, outside=0.0)(torch.zeros(2, 1, 8, 8), torch.zeros(2), packed)
+    local = local_guidance(eps_fn, 2.0)(torch.zeros(2, 1, 8, 8), torch.zeros(2), packed)
+    torch.testing.assert_close(masked[:, :, :2, :2], base[:, :, :2, :2] + 2.2)  # the change (1.1), doubled
+    torch.testing.assert_close(masked[:, :, 4:, 4:], base[:, :, 4:, 4:])  # elsewhere: the factual prediction
+    torch.testing.assert_close(local[:, :, 4:, 4:], base[:, :, 4:, 4:] + 0.1)  # local: decoded under c_cf
+
+
 def test_local_guidance_in_the_pipeline_keeps_a_no_op(brain):
     model, (x0, y0), _ = brain
     plain = CounterfactualPipeline(model)(x0, y0, {}, steps=3)
@@ -170,3 +188,9 @@ def test_local_guidance_in_the_pipeline_keeps_a_no_op(brain):
     factual = CounterfactualPipeline(model)(x0, y0, "lesion=1", steps=3, guidance=4.0,
                                             generator=torch.Generator().manual_seed(0))
     assert 0 < (drawn.cf_x - plain.cf_x).abs().mean() < (factual.cf_x - plain.cf_x).abs().mean()
+    masked = CounterfactualPipeline(model, guide_against="masked")
+    torch.testing.assert_close(masked(x0, y0, {}, steps=3).cf_x, plain.cf_x, atol=1e-5, rtol=0)
+    at_one = masked(x0, y0, "lesion=1", steps=3, generator=torch.Generator().manual_seed(0)).cf_x
+    everywhere = CounterfactualPipeline(model)(x0, y0, "lesion=1", steps=3, generator=torch.Generator().manual_seed(0))
+    moved = lambda cf: ((cf - plain.cf_x).abs() > 1e-4).float().mean()  # noqa: E731
+    assert 0 < moved(at_one) < moved(everywhere.cf_x)  # masked acts at w = 1 too, on fewer pixels

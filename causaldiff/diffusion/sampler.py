@@ -30,12 +30,13 @@ def guided_eps(eps_fn: EpsFn, x: Tensor, t: Tensor, cond: Tensor, null: Tensor |
     return eps_c, eps_u
 
 
-def local_guidance(eps_fn: EpsFn, guidance: float, share: float = 0.5) -> EpsFn:
+def local_guidance(eps_fn: EpsFn, guidance: float, share: float = 0.5, outside: float = 1.0) -> EpsFn:
     """An eps function over packed conditions ``[c_cf, c_f]`` (B, 2E) that amplifies the change only where it is:
     ``eps_f + W (eps_cf - eps_f)`` with W = ``guidance`` on pixels where the (3×3 smoothed, channel-mean)
-    |eps_cf - eps_f| is at least ``share`` of its largest value in the image, and 1 elsewhere (plain decoding under
-    c_cf). A local change (a lesion) is drawn with guidance while the rest of the image is decoded as it would be
-    without (after the masked sampling of Fontanella et al., 2023, with the mask taken from the prediction change).
+    |eps_cf - eps_f| is at least ``share`` of its largest value in the image, and ``outside`` elsewhere: 1 decodes
+    the rest under c_cf (``local``), 0 keeps it as the factual decoding, the reconstruction (``masked``). A local
+    change (a lesion) is drawn with guidance while the rest of the image is decoded as it would be without (after
+    the masked sampling of Fontanella et al., 2023, with the mask taken from the prediction change).
     Run it with guidance 1: the weighting happens here.
     """
 
@@ -44,7 +45,7 @@ def local_guidance(eps_fn: EpsFn, guidance: float, share: float = 0.5) -> EpsFn:
         eps_cf, eps_f = eps_fn(torch.cat([x, x]), torch.cat([t, t]), torch.cat([c_cf, c_f])).chunk(2)
         change = F.avg_pool2d((eps_cf - eps_f).abs().mean(1, keepdim=True), 3, 1, 1)
         where = change >= share * change.amax((2, 3), keepdim=True)
-        return torch.addcmul(eps_f, torch.where(where, guidance, 1.0).to(eps_f.dtype), eps_cf - eps_f)
+        return torch.addcmul(eps_f, torch.where(where, guidance, outside).to(eps_f.dtype), eps_cf - eps_f)
 
     return eps
 

@@ -60,8 +60,10 @@ class CounterfactualPipeline:
             (x_T drawn by forward-noising x to the last step, as the published CausalDiffAE code does).
         guide_against: what guidance ``w`` pushes away from: ``factual`` (the image's own condition, so only the
             intervened change is amplified and everything else stays as decoded), ``local`` (the same, amplified
-            only on the pixels where the prediction changes most: see :func:`local_guidance`) or ``null``
-            (classifier-free guidance, Ho & Salimans 2022: the whole condition is amplified).
+            only on the pixels where the prediction changes most: see :func:`local_guidance`), ``masked`` (as
+            ``local``, and the other pixels decoded under the factual condition, so they stay as reconstructed; it
+            applies at w = 1 too) or ``null`` (classifier-free guidance, Ho & Salimans 2022: the whole condition is
+            amplified).
         exogenous: ``sample`` draws a switched discrete node's deviation from its class prior; ``keep`` shifts the
             abducted one (what models without fitted priors do).
         capture: on CUDA, capture each DDIM loop once as a CUDA graph and replay it.
@@ -73,7 +75,7 @@ class CounterfactualPipeline:
         for name, value, options in (("mode", mode, ("shift", "replace")),
                                      ("propagation", propagation, ("mechanisms", "labels", "none")),
                                      ("inversion", inversion, ("ddim", "fixed-point", "none")),
-                                     ("guide_against", guide_against, ("factual", "local", "null")),
+                                     ("guide_against", guide_against, ("factual", "local", "masked", "null")),
                                      ("exogenous", exogenous, ("sample", "keep"))):
             if value not in options:
                 raise ValueError(f"{name} must be one of {options}, got {value!r}")
@@ -151,7 +153,7 @@ class CounterfactualPipeline:
         """
         m = self.model
         tables, cond = self._schedule("sample", steps), m.condition(cf_z, s)
-        if guidance == 1.0:
+        if guidance == 1.0 and (self.guide_against != "masked" or z is None):  # no factual decoding to keep
             return self.run_loop(m.eps, noise, cond, tables).clamp(-1, 1)
         if self.guide_against == "null":
             return self.run_loop(m.eps, noise, cond, tables, guidance, m.null_condition(1)).clamp(-1, 1)
@@ -159,7 +161,8 @@ class CounterfactualPipeline:
             raise ValueError("guidance against the factual condition needs the factual latents z")
         if self.guide_against == "factual":
             return self.run_loop(m.eps, noise, cond, tables, guidance, m.condition(z, s)).clamp(-1, 1)
-        eps = self._local_eps.setdefault(guidance, local_guidance(m.eps, guidance))
+        outside = 0.0 if self.guide_against == "masked" else 1.0
+        eps = self._local_eps.setdefault(guidance, local_guidance(m.eps, guidance, outside=outside))
         return self.run_loop(eps, noise, torch.cat([cond, m.condition(z, s)], dim=1), tables).clamp(-1, 1)
 
     def __call__(self, x: Tensor, labels: Labels | None = None, do=(), steps: int = 50, guidance: float = 1.0,
