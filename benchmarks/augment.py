@@ -31,6 +31,7 @@ from causaldiff.augment import plan_balance
 from causaldiff.data.worlds import get_world
 from causaldiff.evaluation.predictor import AntiCausalPredictor
 from causaldiff.inference.batch import InferenceOptions, counterfactuals
+from causaldiff.inference.pipeline import GUIDE_AGAINST
 from causaldiff.io import atomic_write_text
 from causaldiff.pixels import to_unit
 from causaldiff.viz import grid_image, save_png, stack_vertical
@@ -137,7 +138,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--guidance", type=float, default=3.0)
-    ap.add_argument("--guide-against", default="factual", choices=["factual", "local", "null"])
+    ap.add_argument("--guide-against", default="factual", choices=GUIDE_AGAINST)
     ap.add_argument("--exogenous", default="sample", choices=["sample", "keep"])
     ap.add_argument("--reference-per-class", type=int, default=1500)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "augment.json"))

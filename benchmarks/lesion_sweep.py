@@ -23,7 +23,7 @@ import torch
 
 from causaldiff.data.worlds import get_world
 from causaldiff.evaluation.predictor import AntiCausalPredictor
-from causaldiff.inference.pipeline import CounterfactualPipeline
+from causaldiff.inference.pipeline import GUIDE_AGAINST, CounterfactualPipeline
 from causaldiff.io import atomic_write_text
 from causaldiff.pixels import to_unit
 
@@ -34,6 +34,12 @@ def site_radius(site, brain_volume, size=32):
     """(B,) distance of pixel sites (B, 2) from the image centre over the brain's radius (the world's r_brain)."""
     r_brain = 0.62 * (brain_volume / 1200).clamp_min(0.05).sqrt() * size / 2
     return (site + 0.5 - size / 2).norm(dim=1) / r_brain
+
+
+def sites(radius) -> dict:
+    """Mean site radius and the share of central sites (below 0.45 of the brain's radius) of radii (B,)."""
+    central = (radius < 0.45).float().mean().item()
+    return {"site_radius": round(radius.mean().item(), 3), "central_share": round(central, 3)}
 
 
 @torch.no_grad()
@@ -48,8 +54,7 @@ def truth_row(world, predictor, exo, labels, n) -> dict:
     radius = site_radius(brightest(cf, src), lab_n["brain_volume"])
     return {"drawn": round((read["lesion"] == 1).float().mean().item(), 4),
             "other_change": {k: round((read[k] - read_src[k]).abs().mean().item(), 3) for k in OTHERS},
-            "site_radius": round(radius.mean().item(), 3), "central_share": round((radius < 0.45).float().mean().item(), 3),
-            "l1_cf_vs_recon": round(((cf - src).abs() * 127.5).mean().item(), 2)}
+            **sites(radius), "l1_cf_vs_recon": round(((cf - src).abs() * 127.5).mean().item(), 2)}
 
 
 def brightest(cf, ref):
@@ -80,8 +85,7 @@ def sweep(pipe, predictor, x, labels, n, weights, steps=20) -> dict:
             "other_change": {k: round((read[k] - read_rec[k]).abs().mean().item(), 3) for k in OTHERS},
             "recon_error": {k: round((read_rec[k] - labels[k][neg]).abs().mean().item(), 3) for k in OTHERS},
             "seed_site_px": round((brightest(cfs[0], rec) - brightest(cfs[1], rec)).norm(dim=1).mean().item(), 2),
-            "site_radius": round(radius.mean().item(), 3), "central_share": round((radius < 0.45).float().mean().item(), 3),
-            "l1_cf_vs_recon": round(((cfs[0] - rec).abs() * 127.5).mean().item(), 2)}
+            **sites(radius), "l1_cf_vs_recon": round(((cfs[0] - rec).abs() * 127.5).mean().item(), 2)}
     return out
 
 
@@ -89,7 +93,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", default="brain32")
     ap.add_argument("--predictor", default=str(Path(__file__).parent / "predictors" / "brain32.ckpt"))
-    ap.add_argument("--guide-against", default="local", choices=["factual", "local", "masked", "null"])
+    ap.add_argument("--guide-against", default="local", choices=GUIDE_AGAINST)
     ap.add_argument("--exogenous", nargs="*", default=["sample", "keep"], choices=["sample", "keep"])
     ap.add_argument("--weights", nargs="*", type=float, default=[1.0, 2.0, 3.0, 4.0])
     ap.add_argument("--n", type=int, default=64)

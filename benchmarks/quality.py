@@ -28,6 +28,7 @@ from causaldiff.evaluation.evaluate import Evaluator, eval_data
 from causaldiff.evaluation.predictor import AntiCausalPredictor, PredictorModule, export_predictor
 from causaldiff.evaluation.report import markdown
 from causaldiff.inference.batch import InferenceOptions
+from causaldiff.inference.pipeline import GUIDE_AGAINST
 from causaldiff.io import atomic_write_text
 from causaldiff.models.causal_diffae import CausalDiffAE
 from causaldiff.training.callbacks import GridCallback
@@ -123,7 +124,7 @@ def main() -> None:
     ap.add_argument("--variants", nargs="*", help="pipeline variants to evaluate (default: all)")
     ap.add_argument("--inversion", default="ddim", choices=["ddim", "fixed-point"], help="abduction of the noise")
     ap.add_argument("--guidance", type=float, default=1.0, help="guidance weight w")
-    ap.add_argument("--guide-against", default="factual", choices=["factual", "local", "null"])
+    ap.add_argument("--guide-against", default="factual", choices=GUIDE_AGAINST)
     ap.add_argument("--max-steps", type=int, help="override the configs' max_steps")
     ap.add_argument("--batch-size", type=int, help="override the configs' batch size")
     ap.add_argument("--predictor-epochs", type=int, default=6)

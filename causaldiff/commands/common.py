@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from causaldiff.inference.pipeline import GUIDE_AGAINST
+
 
 def add_inference_args(p: argparse.ArgumentParser, batch_size: int = 32) -> None:
     p.add_argument("--checkpoint", required=True,
@@ -11,11 +13,11 @@ def add_inference_args(p: argparse.ArgumentParser, batch_size: int = 32) -> None
     p.add_argument("--input", help="folder of images + labels.csv (default: the checkpoint's own test split)")
     p.add_argument("--steps", type=int, default=50, help="DDIM steps for inversion and decoding (default 50)")
     p.add_argument("--guidance", type=float, default=1.0, help="guidance weight w; > 1 strengthens the change")
-    p.add_argument("--guide-against", choices=["factual", "local", "masked", "null"], default="factual",
+    p.add_argument("--guide-against", choices=GUIDE_AGAINST, default="factual",
                    help="what guidance pushes away from: the image's factual condition (only the intervened change "
                    "grows; default), the same only on the pixels where the prediction changes most (local: for "
-                   "local changes such as a lesion, the rest decoded as without guidance), masked (as local, the rest kept "
-                   "as reconstructed, also at w = 1), or the null condition "
+                   "local changes such as a lesion, the rest decoded as without guidance), masked (as local, the rest "
+                   "kept as reconstructed, also at w = 1), or the null condition "
                    "(classifier-free guidance: the whole condition grows)")
     p.add_argument("--exogenous", choices=["sample", "keep"], default="sample",
                    help="a discrete node whose class do() switches: draw what the label does not say (a lesion's "

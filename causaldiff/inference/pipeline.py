@@ -47,6 +47,9 @@ class CounterfactualOutput:
     cf_z: Tensor  # counterfactual causal latents (B, n, d)
 
 
+GUIDE_AGAINST = ("factual", "local", "masked", "null")  # what guidance pushes away from (see the class)
+
+
 class CounterfactualPipeline:
     """Counterfactual images from a trained :class:`CausalDiffAE`.
 
@@ -75,7 +78,7 @@ class CounterfactualPipeline:
         for name, value, options in (("mode", mode, ("shift", "replace")),
                                      ("propagation", propagation, ("mechanisms", "labels", "none")),
                                      ("inversion", inversion, ("ddim", "fixed-point", "none")),
-                                     ("guide_against", guide_against, ("factual", "local", "masked", "null")),
+                                     ("guide_against", guide_against, GUIDE_AGAINST),
                                      ("exogenous", exogenous, ("sample", "keep"))):
             if value not in options:
                 raise ValueError(f"{name} must be one of {options}, got {value!r}")
