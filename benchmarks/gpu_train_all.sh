@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # On one GPU: train pendulum32, morpho32 and brain32 with the default recipe (normalised condition path,
 # posterior-mean latents, v-prediction for pendulum and morpho, eps for brain: the configs' model sections) on
-# IMAGES images each (default 2 M: batch 512 x ~3,900 steps, bf16, channels_last), then measure condition use and quality beside identity and truth, and export
-# the EMA models.
+# IMAGES images each (default 2 M: batch 512 x ~3,900 steps, bf16, channels_last), then measure condition use and
+# quality beside identity and truth, and export the EMA models.
 # Each call trains for at most BUDGET_S seconds in all and resumes where the last call stopped (ckpt_path: last):
 # rerun the same command until it prints "all trained", then once more to evaluate and export.
 #   OUT=benchmarks/results/gpu BUDGET_S=540 bash benchmarks/gpu_train_all.sh
