@@ -79,12 +79,13 @@ def sweep(pipe, predictor, x, labels, n, weights, steps=20) -> dict:
         removed = pipe.predict(b.noise, pipe.intervene(b, "lesion=0", torch.Generator().manual_seed(0))[0], b.s,
                                steps, w, b.z)
         read = predictor.predict(cfs[0])
-        radius = site_radius(brightest(cfs[0], rec), labels["brain_volume"][neg])
+        site = brightest(cfs[0], rec)
+        radius = site_radius(site, labels["brain_volume"][neg])
         out[f"w={w:g}"] = {
             "drawn": round(is_lesion(cfs[0]), 4), "removed": round(1 - is_lesion(removed), 4),
             "other_change": {k: round((read[k] - read_rec[k]).abs().mean().item(), 3) for k in OTHERS},
             "recon_error": {k: round((read_rec[k] - labels[k][neg]).abs().mean().item(), 3) for k in OTHERS},
-            "seed_site_px": round((brightest(cfs[0], rec) - brightest(cfs[1], rec)).norm(dim=1).mean().item(), 2),
+            "seed_site_px": round((site - brightest(cfs[1], rec)).norm(dim=1).mean().item(), 2),
             **sites(radius), "l1_cf_vs_recon": round(((cfs[0] - rec).abs() * 127.5).mean().item(), 2)}
     return out
 
