@@ -178,8 +178,8 @@ def main() -> None:
     rare = (y == 1).float().mean().item()
     w_over = torch.where(y == 1, 0.5 / rare, 0.5 / (1 - rare))
     pairs_x, pairs_y = torch.cat([x, cf_x, recon]), torch.cat([y, cf_y, torch.zeros(len(recon))])
-    w_pairs = torch.ones(len(pairs_y))  # each real lesion image drawn as often as the counterfactuals together
-    w_pairs[: len(y)][y == 1] = len(cf_y) / (y == 1).sum()
+    w_real = torch.where(y == 1, len(cf_y) / (y == 1).sum(), 1.0)  # real lesions drawn as often as all the cfs
+    w_pairs = torch.cat([w_real, torch.ones(len(cf_y) + len(recon))])
     sets = {"(a) imbalanced": (x, y, None, False),
             "(b) + counterfactuals to 50 %": (torch.cat([x, cf_x]), torch.cat([y, cf_y]), None, False),
             "(b2) + counterfactuals and their reconstructions (--pairs)": (pairs_x, pairs_y, None, False),
