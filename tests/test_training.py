@@ -178,6 +178,35 @@ def test_init_from_starts_from_a_checkpoints_weights(tiny_ckpt, tmp_path):
     assert not torch.equal(new["model.scm.quantiles"], src["model.scm.quantiles"])
 
 
+def test_coordinates_start_from_a_model_without_them(tiny_ckpt, tmp_path):
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:  # lr 0: the saved weights are the loaded ones, conv_in widened by two zero input channels
+        main(["fit", "--config", str(CONFIG), f"--model.init_from={tiny_ckpt}", "--model.coordinates=true",
+              "--trainer.max_steps=1", "--model.lr=0"])
+    finally:
+        os.chdir(cwd)
+    ckpt = tmp_path / "runs/tiny/checkpoints/last.ckpt"
+    src, new = CausalDiffAE.from_checkpoint(tiny_ckpt), CausalDiffAE.from_checkpoint(ckpt)
+    w = new.unet.conv_in.weight
+    assert new.coordinates and w.shape[1] == src.unet.conv_in.weight.shape[1] + 2
+    assert torch.equal(w[:, :-2], src.unet.conv_in.weight) and not w[:, -2:].any()
+    torch.manual_seed(0)
+    x_t, t = torch.randn(2, src.channels, src.image_size, src.image_size), torch.tensor([10, 90])
+    cond = src.null_condition(2)
+    assert torch.allclose(new.eps(x_t, t, cond), src.eps(x_t, t, cond), atol=1e-6)  # the same function at the start
+
+
+def test_coordinate_maps_span_the_image():
+    from causaldiff.models.decoder import with_coordinates
+
+    out = with_coordinates(torch.zeros(3, 1, 4, 6))
+    assert out.shape == (3, 3, 4, 6) and not out[:, 0].any()
+    assert out[0, 1, 0].tolist() == pytest.approx([-1, -0.6, -0.2, 0.2, 0.6, 1])  # x along the width
+    assert out[0, 2, :, 0].tolist() == pytest.approx([-1, -1 / 3, 1 / 3, 1])  # y along the height
+    assert torch.equal(out[0, 1:], out[2, 1:])
+
+
 def test_p2_weighting_moves_weight_to_noisy_steps():
     from causaldiff.diffusion.schedule import alphas_cumprod, scheduler_config
     from causaldiff.training.losses import p2_weights

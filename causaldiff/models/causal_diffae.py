@@ -16,7 +16,7 @@ from causaldiff.diffusion.schedule import alphas_cumprod, scheduler_config
 from causaldiff.graph import CausalGraph
 from causaldiff.hparams import kwargs_for
 from causaldiff.models.alignment import LabelAlignment
-from causaldiff.models.decoder import ConditionProjection, make_unet
+from causaldiff.models.decoder import ConditionProjection, make_unet, with_coordinates
 from causaldiff.models.encoder import CausalEncoder
 from causaldiff.models.exogenous import ExogenousPrior
 from causaldiff.models.mechanisms import LatentMechanisms
@@ -48,6 +48,8 @@ class CausalDiffAE(nn.Module):
         prediction: what the UNet outputs: ``eps`` (the noise) or ``v`` (``sqrt(a_t) eps - sqrt(1 - a_t) x0``,
             Salimans & Ho 2022), which near t = T is -x0 itself, so the noisy steps that decide layout are learned
             as images rather than as a residual of x_t. :meth:`eps` converts, so samplers always see eps.
+        coordinates: append pixel-coordinate maps to the UNet's input (:func:`with_coordinates`), so a code can
+            place what it carries (a lesion's site); False in checkpoints written before the option.
     """
 
     def __init__(self, graph: dict, label_stats: dict | None = None, image_size: int = 32, channels: int = 3,
@@ -55,7 +57,7 @@ class CausalDiffAE(nn.Module):
                  unet_channels: tuple[int, ...] = (32, 64, 64), layers_per_block: int = 1,
                  attention_levels: tuple[int, ...] = (), mechanism_hidden: int = 64, prior_std: float = 0.5,
                  num_train_timesteps: int = 1000, beta_schedule: str = "linear", condition_norm: bool = True,
-                 prediction: str = "eps"):
+                 prediction: str = "eps", coordinates: bool = False):
         super().__init__()
         if prediction not in ("eps", "v"):
             raise ValueError(f"prediction must be 'eps' or 'v', got {prediction!r}")
@@ -63,12 +65,13 @@ class CausalDiffAE(nn.Module):
         self.graph = CausalGraph.from_dict(graph)
         n = len(self.graph)
         self.image_size, self.channels, self.latent_dim, self.style_dim = image_size, channels, latent_dim, style_dim
-        self.prediction = prediction
+        self.prediction, self.coordinates = prediction, coordinates
         self.encoder = CausalEncoder(channels, n, latent_dim, style_dim, tuple(encoder_widths))
         self.mechanisms = LatentMechanisms(self.graph, latent_dim, mechanism_hidden)
         self.alignment = LabelAlignment(self.graph, latent_dim, label_stats, prior_std)
         self.exogenous = ExogenousPrior(self.graph, latent_dim)
-        self.unet = make_unet(image_size, channels, tuple(unet_channels), layers_per_block, tuple(attention_levels))
+        self.unet = make_unet(image_size, channels, tuple(unet_channels), layers_per_block, tuple(attention_levels),
+                              2 if coordinates else 0)
         self.condition_proj = ConditionProjection(n * latent_dim + style_dim, 4 * unet_channels[0], condition_norm)
         self.scm = AttributeSCM(self.graph)
         self.scheduler_config = scheduler_config(num_train_timesteps, beta_schedule)
@@ -93,7 +96,7 @@ class CausalDiffAE(nn.Module):
 
     def eps(self, x_t: Tensor, t: Tensor, cond: Tensor) -> Tensor:
         """Predicted noise (B, C, H, W) for x_t at timesteps t (B,) under condition (B, E)."""
-        out = self.unet(x_t, t, class_labels=cond).sample
+        out = self.unet(with_coordinates(x_t) if self.coordinates else x_t, t, class_labels=cond).sample
         if self.prediction == "eps":
             return out
         a = self.alphas_cumprod[t].view(-1, 1, 1, 1).to(out.dtype)

@@ -18,8 +18,9 @@ from torch import Tensor, nn
 
 
 def make_unet(image_size: int, channels: int, block_channels: tuple[int, ...] = (32, 64, 64),
-              layers_per_block: int = 1, attention_levels: tuple[int, ...] = ()) -> UNet2DModel:
-    """A UNet2DModel whose ``class_labels`` input is a (B, 4 * block_channels[0]) embedding."""
+              layers_per_block: int = 1, attention_levels: tuple[int, ...] = (), extra_in: int = 0) -> UNet2DModel:
+    """A UNet2DModel whose ``class_labels`` input is a (B, 4 * block_channels[0]) embedding; ``extra_in`` input
+    channels beyond the image's (e.g. :func:`with_coordinates`)."""
     down = tuple("AttnDownBlock2D" if i in attention_levels else "DownBlock2D" for i in range(len(block_channels)))
     up = tuple("AttnUpBlock2D" if len(block_channels) - 1 - i in attention_levels else "UpBlock2D"
                for i in range(len(block_channels)))
@@ -27,10 +28,23 @@ def make_unet(image_size: int, channels: int, block_channels: tuple[int, ...] = 
     if any(c % groups for c in block_channels):
         raise ValueError(f"block_channels {block_channels} must all be divisible by {groups} (GroupNorm groups)")
     return UNet2DModel(
-        sample_size=image_size, in_channels=channels, out_channels=channels, block_out_channels=tuple(block_channels),
+        sample_size=image_size, in_channels=channels + extra_in, out_channels=channels, block_out_channels=tuple(block_channels),
         layers_per_block=layers_per_block, down_block_types=down, up_block_types=up, norm_num_groups=groups,
         class_embed_type="identity", resnet_time_scale_shift="scale_shift", add_attention=bool(attention_levels),
     )
+
+
+def with_coordinates(x: Tensor) -> Tensor:
+    """(B, C, H, W) → (B, C + 2, H, W): x and y pixel coordinates in [-1, 1] appended (CoordConv, Liu et al., 2018).
+
+    The condition reaches a ResNet block as a per-channel scale and shift, the same at every pixel; with coordinate
+    maps among the features, a code can say *where* (a lesion's site) and the block can draw it there.
+    """
+    b, _, h, w = x.shape
+    ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype)
+    xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"))  # (2, H, W): x varies along W, y along H
+    return torch.cat([x, grid.expand(b, -1, -1, -1)], dim=1)
 
 
 class ConditionProjection(nn.Module):

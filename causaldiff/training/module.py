@@ -29,6 +29,8 @@ class CausalDiffAEModule(pl.LightningModule):
     ``init_from`` (a checkpoint path or shipped model name) starts training from that model's weights (EMA when it
     has them) instead of from scratch: fine-tuning. The architecture and graph must match; label statistics and the
     attribute SCM still come from this run's data. A resumed run (``ckpt_path``) restores its own weights over them.
+    A model without ``coordinates`` may start one with them: the coordinate maps' input weights start at zero, so
+    training starts from that model's function.
     """
 
     def __init__(self, graph: dict, label_stats: dict | None = None, image_size: int = 32, channels: int = 3,
@@ -36,7 +38,7 @@ class CausalDiffAEModule(pl.LightningModule):
                  unet_channels: tuple[int, ...] = (32, 64, 64), layers_per_block: int = 1,
                  attention_levels: tuple[int, ...] = (), mechanism_hidden: int = 64, prior_std: float = 0.5,
                  num_train_timesteps: int = 1000, beta_schedule: str = "linear", condition_norm: bool = True,
-                 prediction: str = "eps", lr: float = 2e-4, weight_decay: float = 0.0, warmup_steps: int = 100,
+                 prediction: str = "eps", coordinates: bool = False, lr: float = 2e-4, weight_decay: float = 0.0, warmup_steps: int = 100,
                  ema_decay: float = 0.999,
                  beta_z: float = 1.0, beta_u: float = 0.01, beta_s: float = 0.01, beta_read: float = 1.0,
                  kl_warmup_steps: int = 500, p_uncond: float = 0.1, p2_gamma: float = 0.0, p2_k: float = 1.0,
@@ -74,6 +76,10 @@ class CausalDiffAEModule(pl.LightningModule):
         if theirs != mine:
             raise ValueError(f"init_from {name_or_path}: its (graph, image_size, channels, condition_norm, prediction) "
                              f"{theirs} do not match this run's {mine}")
+        key, own_in = "unet.conv_in.weight", self.model.unet.conv_in.weight
+        if self.model.coordinates and state[key].shape[1] < own_in.shape[1]:
+            pad = own_in.shape[1] - state[key].shape[1]
+            state[key] = torch.cat([state[key], state[key].new_zeros(state[key].shape[0], pad, *own_in.shape[2:])], 1)
         for model in (self.model, self.ema_model):
             try:
                 missing, unexpected = model.load_state_dict(state, strict=False)
