@@ -28,7 +28,8 @@ def make_unet(image_size: int, channels: int, block_channels: tuple[int, ...] = 
     if any(c % groups for c in block_channels):
         raise ValueError(f"block_channels {block_channels} must all be divisible by {groups} (GroupNorm groups)")
     return UNet2DModel(
-        sample_size=image_size, in_channels=channels + extra_in, out_channels=channels, block_out_channels=tuple(block_channels),
+        sample_size=image_size, in_channels=channels + extra_in, out_channels=channels,
+        block_out_channels=tuple(block_channels),
         layers_per_block=layers_per_block, down_block_types=down, up_block_types=up, norm_num_groups=groups,
         class_embed_type="identity", resnet_time_scale_shift="scale_shift", add_attention=bool(attention_levels),
     )
