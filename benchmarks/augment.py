@@ -209,7 +209,8 @@ def main() -> None:
             "removal_rate": round(removal_rate, 4), "removal_n": len(pos), "other_node_readings": others,
             "minus_best_of_c_d": {k: round(acc[k] - baseline, 4) for k in ("(b)", "(b2)", "(b3)", "(b4)")},
             "seconds": round(time.perf_counter() - t0, 1),
-            "targets": "cf_lesion_rate >= 0.9, removal_rate >= 0.9, a counterfactual recipe (b)-(b4) beats (c) and (d) by >= 0.05"}
+            "targets": "cf_lesion_rate >= 0.9, removal_rate >= 0.9, "
+                       "a counterfactual recipe (b)-(b4) beats (c) and (d) by >= 0.05"}
     atomic_write_text(args.out, json.dumps({"meta": meta, "rows": rows}, indent=2))
     md = [f"| training set | n | lesion share | balanced accuracy (mean ± std, {args.seeds} seeds) | AUROC | "
           "sensitivity | specificity |", "|---|---|---|---|---|---|---|"]

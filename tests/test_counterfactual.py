@@ -167,19 +167,24 @@ def test_exact_inversion_reconstructs_where_plain_ddim_misses(tiny_ckpt):
         CounterfactualPipeline.from_checkpoint(tiny_ckpt, inversion="edict")
 
 
-@pytest.mark.parametrize("propagation", ["none", "labels"])
+@pytest.mark.parametrize("propagation", ["none", "labels", "mechanisms"])
 def test_ablation_variants(pipe_and_batch, propagation):
     pipe, batch = pipe_and_batch
     variant = CounterfactualPipeline(pipe.model, propagation=propagation)
     ab = variant.abduct(batch["x"][:4], None, steps=2)
     cf_z, cf_labels = variant.intervene(ab, "light_angle=100")
-    i = pipe.graph.index("shadow_length")
+    i, j = pipe.graph.index("shadow_length"), pipe.graph.index("light_angle")
+    g = pipe.model.alignment.prior_block
     if propagation == "none":  # descendants do not follow
         assert torch.equal(cf_z[:, i], ab.z[:, i])
-    else:  # they follow the attribute SCM's counterfactual label
-        g = pipe.model.alignment.prior_block
+    elif propagation == "labels":  # they follow the attribute SCM's counterfactual label (the default)
+        assert CounterfactualPipeline(pipe.model).propagation == "labels"
         expect = ab.z[:, i] + g(i, cf_labels["shadow_length"]) - g(i, ab.labels["shadow_length"])
         torch.testing.assert_close(cf_z[:, i], expect)
+    else:  # through the latent mechanisms, from the moved parent block
+        expect = pipe.model.mechanisms.intervene(ab.z, {j: cf_z[:, j]}, propagate=True)
+        torch.testing.assert_close(cf_z, expect)
+        assert not torch.allclose(cf_z[:, i], ab.z[:, i])
 
 
 def test_forward_noise_variant_is_seeded(pipe_and_batch):

@@ -126,7 +126,7 @@ def test_guidance_against_the_factual_condition_leaves_a_no_op_alone(brain):
 
 
 def test_cli_flags_reach_the_pipeline(tmp_path):
-    """--guide-against / --exogenous become the pipeline's switches; a wrong value stops argparse with its name."""
+    """--guide-against / --exogenous / --propagation become the pipeline's switches; a wrong value stops argparse."""
     import argparse
 
     from causaldiff.commands.common import add_inference_args, options
@@ -135,11 +135,17 @@ def test_cli_flags_reach_the_pipeline(tmp_path):
     add_inference_args(p)
     opts = options(p.parse_args(["--checkpoint", "x", "--guide-against", "null", "--exogenous", "keep", "--seed", "3"]))
     assert (opts.guide_against, opts.exogenous, opts.seed) == ("null", "keep", 3)
-    assert options(p.parse_args(["--checkpoint", "x"])).guide_against == "factual"
+    default = options(p.parse_args(["--checkpoint", "x"]))
+    assert (default.guide_against, default.propagation) == ("factual", "labels")
+    model = tiny_model("brain", n=256)[0]
+    chosen = options(p.parse_args(["--checkpoint", "x", "--propagation", "mechanisms"]))
+    assert chosen.pipeline("pendulum32").propagation == "mechanisms"  # a shipped model, offline
     with pytest.raises(SystemExit):
         p.parse_args(["--checkpoint", "x", "--exogenous", "never"])
     with pytest.raises(ValueError, match="guide_against must be one of"):
-        CounterfactualPipeline(tiny_model("brain", n=256)[0], guide_against="sideways")
+        CounterfactualPipeline(model, guide_against="sideways")
+    with pytest.raises(ValueError, match="propagation must be one of"):
+        CounterfactualPipeline(model, propagation="sideways")
 
 
 def test_local_guidance_amplifies_only_where_the_prediction_changes():

@@ -24,6 +24,9 @@ def add_inference_args(p: argparse.ArgumentParser, batch_size: int = 32) -> None
                    "site) from the target class's prior, seeded by --seed (default), or keep the abducted deviation")
     p.add_argument("--mode", choices=["shift", "replace"], default="shift",
                    help="shift: move the latent by g(new) - g(old) (keeps the individual); replace: set it to g(new)")
+    p.add_argument("--propagation", choices=["labels", "mechanisms", "none"], default="labels",
+                   help="how the intervened nodes' descendants follow: to their counterfactual labels from the "
+                   "attribute SCM (default; measured best), through the learned latent mechanisms, or not at all")
     p.add_argument("--inversion", choices=["ddim", "fixed-point"], default="ddim",
                    help="abduction of the decoder's noise: plain DDIM inversion, or exact fixed-point inversion "
                    "(4 network calls a step; reconstructs more closely)")
@@ -37,9 +40,9 @@ def options(args: argparse.Namespace):
     """The :class:`InferenceOptions` the flags of :func:`add_inference_args` describe."""
     from causaldiff.inference.batch import InferenceOptions
 
-    return InferenceOptions(steps=args.steps, guidance=args.guidance, mode=args.mode, inversion=args.inversion,
-                            guide_against=args.guide_against, exogenous=args.exogenous, seed=args.seed,
-                            batch_size=args.batch_size, device=args.device)
+    return InferenceOptions(steps=args.steps, guidance=args.guidance, mode=args.mode, propagation=args.propagation,
+                            inversion=args.inversion, guide_against=args.guide_against, exogenous=args.exogenous,
+                            seed=args.seed, batch_size=args.batch_size, device=args.device)
 
 
 def inputs(args: argparse.Namespace, pipe, n: int | None):

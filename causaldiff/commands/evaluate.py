@@ -16,7 +16,7 @@ def register(sub) -> None:
     ev.add_argument("--predictor", required=True, help="anti-causal predictor checkpoint (causaldiff fit-predictor)")
     ev.add_argument("--n", type=int, default=512, help="held-out images to evaluate (default 512)")
     ev.add_argument("--cycles", type=int, default=10, help="cycles for composition / reversibility (default 10)")
-    ev.add_argument("--variants", nargs="*", help="subset of: causaldiff no-abduction no-mechanisms label-propagation")
+    ev.add_argument("--variants", nargs="*", help="subset of: causaldiff no-abduction no-mechanisms latent-mechanisms")
     ev.add_argument("--capture", action="store_true", help="CUDA-graph the sampling loops (GPU)")
     ev.add_argument("--out", required=True, help="report JSON; a Markdown table is written beside it")
     ev.set_defaults(run=run)

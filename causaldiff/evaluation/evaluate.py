@@ -2,10 +2,10 @@
 
 Interventions are drawn from the data: the held-out samples are split evenly across the graph's nodes and each
 sample gets ``do(node = value of another random sample)``. Variants (switchable pipeline settings):
-  causaldiff         DDIM-inverted noise, descendants through the learned latent mechanisms;
-  no-abduction       noise by forward-noising x (the published CausalDiffAE code), mechanisms kept;
+  causaldiff         DDIM-inverted noise, descendants' blocks moved by the attribute SCM's counterfactual labels;
+  no-abduction       noise by forward-noising x (the published CausalDiffAE code), propagation kept;
   no-mechanisms      only the intervened block changes (DiffAE / plain conditional model);
-  label-propagation  descendants' blocks moved by the attribute SCM's counterfactual labels;
+  latent-mechanisms  descendants through the learned latent mechanisms (the published CausalDiffAE's way);
   fixed-point-inversion  exact (fixed-point) DDIM inversion, 4 network calls a step (not run by default).
 
 Beside them stand two references on the same items and interventions, so no number is read against a straw man:
@@ -39,8 +39,8 @@ from causaldiff.models.causal_diffae import CausalDiffAE
 from causaldiff.pixels import to_unit
 
 VARIANTS = {"causaldiff": {}, "no-abduction": {"inversion": "none"}, "no-mechanisms": {"propagation": "none"},
-            "label-propagation": {"propagation": "labels"}, "fixed-point-inversion": {"inversion": "fixed-point"}}
-DEFAULT_VARIANTS = ["causaldiff", "no-abduction", "no-mechanisms", "label-propagation"]
+            "latent-mechanisms": {"propagation": "mechanisms"}, "fixed-point-inversion": {"inversion": "fixed-point"}}
+DEFAULT_VARIANTS = ["causaldiff", "no-abduction", "no-mechanisms", "latent-mechanisms"]
 
 
 @dataclass
@@ -104,7 +104,8 @@ class Evaluator:
                   "disentanglement": self.disentanglement(), "variants": {}}
         for name in self.variants:
             pipe = CounterfactualPipeline(self.model, mode=self.opts.mode, capture=self.capture,
-                                          **{"inversion": self.opts.inversion, **VARIANTS[name]})
+                                          **{"inversion": self.opts.inversion, "propagation": self.opts.propagation,
+                                             **VARIANTS[name]})
             report["variants"][name] = self.variant(pipe)
         report["references"] = {"identity": self.reference("identity")}
         if self.data.world is not None:

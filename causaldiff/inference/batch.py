@@ -27,6 +27,7 @@ class InferenceOptions:
     steps: int = 50  # DDIM steps, for the inversion and for the decoding
     guidance: float = 1.0  # guidance weight w; > 1 strengthens the change
     mode: str = "shift"  # shift: z_k += g_k(new) - g_k(old); replace: z_k = g_k(new)
+    propagation: str = "labels"  # descendants follow: labels (attribute SCM) | mechanisms (latent) | none
     inversion: str = "ddim"  # ddim | fixed-point (exact) | none (forward noising)
     guide_against: str = "factual"  # what w > 1 pushes away from: factual | local | masked | null (GUIDE_AGAINST)
     exogenous: str = "sample"  # a switched class's deviation: sample (from its prior, seeded) | keep (shifted)
@@ -38,8 +39,9 @@ class InferenceOptions:
         """The pipeline of a checkpoint (path or shipped name) with these options' switches."""
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
         return CounterfactualPipeline.from_checkpoint(checkpoint, device=device, mode=self.mode,
-                                                      inversion=self.inversion, guide_against=self.guide_against,
-                                                      exogenous=self.exogenous, **kwargs)
+                                                      propagation=self.propagation, inversion=self.inversion,
+                                                      guide_against=self.guide_against, exogenous=self.exogenous,
+                                                      **kwargs)
 
 
 def seed_for(seed: int, *stream) -> int:

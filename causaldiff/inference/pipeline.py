@@ -5,8 +5,9 @@
 2. Action: ``do(k = c)`` moves block z_k by ``g_k(c) - g_k(y_k)`` (keeping the individual's deviation; mode
    ``replace`` sets ``z_k = g_k(c)``); a discrete node whose class the intervention switches draws its deviation
    from the target class's exogenous prior instead (seeded: what a lesion-free image cannot say, e.g. where the
-   lesion is); descendants are recomputed through the mechanisms with their abducted u; non-descendant blocks and
-   s are untouched.
+   lesion is); descendants' blocks move the same way to their counterfactual labels from the attribute SCM
+   (``propagation="labels"``) or are recomputed through the latent mechanisms with their abducted u
+   (``"mechanisms"``); non-descendant blocks and s are untouched.
 3. Prediction: DDIM decoding of x_T under the counterfactual condition, with guidance weight w against the factual
    condition (``eps_f + w (eps_cf - eps_f)``: only the intervened change is amplified) or against the null one.
 """
@@ -57,8 +58,10 @@ class CounterfactualPipeline:
 
     Args:
         mode: ``shift`` moves z_k by g_k(new) - g_k(old); ``replace`` sets z_k = g_k(new).
-        propagation: how descendants follow: ``mechanisms`` (the learned latent SCM), ``labels`` (their blocks move
-            with the attribute SCM's counterfactual labels) or ``none`` (only the intervened blocks change).
+        propagation: how descendants follow: ``labels`` (their blocks move with the attribute SCM's counterfactual
+            labels, as an intervened block moves with its own), ``mechanisms`` (through the learned latent SCM) or
+            ``none`` (only the intervened blocks change). ``labels`` measures best (brain32: the effect gain of
+            do(sex), do(age), read off the anatomy they act through, 0.00 / 0.12 with ``mechanisms``, 0.89 / 0.95).
         inversion: ``ddim`` (plain), ``fixed-point`` (exact, ``1 + fixed_point_iters`` calls a step) or ``none``
             (x_T drawn by forward-noising x to the last step, as the published CausalDiffAE code does).
         guide_against: what guidance ``w`` pushes away from: ``factual`` (the image's own condition, so only the
@@ -72,7 +75,7 @@ class CounterfactualPipeline:
         capture: on CUDA, capture each DDIM loop once as a CUDA graph and replay it.
     """
 
-    def __init__(self, model: CausalDiffAE, mode: str = "shift", propagation: str = "mechanisms",
+    def __init__(self, model: CausalDiffAE, mode: str = "shift", propagation: str = "labels",
                  inversion: str = "ddim", fixed_point_iters: int = 3, guide_against: str = "factual",
                  exogenous: str = "sample", capture: bool = False):
         for name, value, options in (("mode", mode, ("shift", "replace")),
