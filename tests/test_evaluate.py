@@ -32,6 +32,19 @@ def test_interventions_cover_every_node_from_the_data(tiny_ckpt):
         assert set(vals.tolist()) <= set(data.labels[node].tolist())
 
 
+def test_every_option_reaches_the_variants_pipelines(tiny_ckpt):
+    from causaldiff.evaluation.evaluate import Evaluator
+    from causaldiff.inference.batch import InferenceOptions
+    from causaldiff.models.causal_diffae import CausalDiffAE
+
+    opts = InferenceOptions(mode="replace", propagation="none", guide_against="masked", exogenous="keep")
+    ev = Evaluator(CausalDiffAE.from_checkpoint(tiny_ckpt), None, eval_data(tiny_ckpt, 8), opts,
+                   variants=["causaldiff", "latent-mechanisms"])
+    pipe = ev.pipeline("causaldiff")
+    assert (pipe.mode, pipe.propagation, pipe.guide_against, pipe.exogenous) == ("replace", "none", "masked", "keep")
+    assert ev.pipeline("latent-mechanisms").propagation == "mechanisms"  # the variant's own switch wins
+
+
 def test_evaluate_cli_writes_every_metric(tiny_ckpt, tiny_predictor, tmp_path):
     out = tmp_path / "report.json"
     t0 = time.perf_counter()

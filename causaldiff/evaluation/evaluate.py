@@ -103,10 +103,7 @@ class Evaluator:
                            "nodes": self.graph.order, "world": getattr(self.data.world, "name", None)},
                   "disentanglement": self.disentanglement(), "variants": {}}
         for name in self.variants:
-            pipe = CounterfactualPipeline(self.model, mode=self.opts.mode, capture=self.capture,
-                                          **{"inversion": self.opts.inversion, "propagation": self.opts.propagation,
-                                             **VARIANTS[name]})
-            report["variants"][name] = self.variant(pipe)
+            report["variants"][name] = self.variant(self.pipeline(name))
         report["references"] = {"identity": self.reference("identity")}
         if self.data.world is not None:
             report["references"]["truth"] = self.reference("truth")
@@ -135,6 +132,13 @@ class Evaluator:
         """Normalised error: MAE / std of the node's labels (continuous) or 1 - accuracy (discrete)."""
         e = label_error(self.graph, node, pred, target)
         return 1 - e if self.graph[node].discrete else e / self.std[node]
+
+    def pipeline(self, name: str) -> CounterfactualPipeline:
+        """Variant ``name``'s pipeline: every switch of the options, the variant's own on top."""
+        o = self.opts
+        switches = {"mode": o.mode, "propagation": o.propagation, "inversion": o.inversion,
+                    "guide_against": o.guide_against, "exogenous": o.exogenous, **VARIANTS[name]}
+        return CounterfactualPipeline(self.model, capture=self.capture, **switches)
 
     def variant(self, pipe) -> dict:
         def make(j, node, idx, vals, x, labels):
