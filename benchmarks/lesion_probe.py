@@ -53,9 +53,8 @@ def ceiling_r2(world, x_test: torch.Tensor, y_test: torch.Tensor, steps: int) ->
     torch.manual_seed(0)
     x, _, y = lesion_images(world, 2000, seed=3)
     mean, std = y.mean(0), y.std(0)
-    body = CausalEncoder(x.shape[1], 1).body
-    net = torch.nn.Sequential(body, torch.nn.LazyLinear(2))
-    net(x[:2])
+    encoder = CausalEncoder(x.shape[1], 1)
+    net = torch.nn.Sequential(encoder.body, torch.nn.Linear(encoder.head.in_features, 2))
     opt = torch.optim.AdamW(net.parameters(), 1e-3)
     for _ in range(steps):
         i = torch.randint(0, len(x), (64,))

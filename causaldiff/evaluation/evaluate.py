@@ -135,10 +135,7 @@ class Evaluator:
 
     def pipeline(self, name: str) -> CounterfactualPipeline:
         """Variant ``name``'s pipeline: every switch of the options, the variant's own on top."""
-        o = self.opts
-        switches = {"mode": o.mode, "propagation": o.propagation, "inversion": o.inversion,
-                    "guide_against": o.guide_against, "exogenous": o.exogenous, **VARIANTS[name]}
-        return CounterfactualPipeline(self.model, capture=self.capture, **switches)
+        return CounterfactualPipeline(self.model, capture=self.capture, **{**self.opts.switches(), **VARIANTS[name]})
 
     def variant(self, pipe) -> dict:
         def make(j, node, idx, vals, x, labels):

@@ -35,13 +35,15 @@ class InferenceOptions:
     batch_size: int = 32  # images per pipeline call
     device: str | None = None  # default: cuda when available
 
+    def switches(self) -> dict:
+        """The :class:`CounterfactualPipeline` switches these options set (one list, so none is left behind)."""
+        return {"mode": self.mode, "propagation": self.propagation, "inversion": self.inversion,
+                "guide_against": self.guide_against, "exogenous": self.exogenous}
+
     def pipeline(self, checkpoint: str | Path, **kwargs) -> CounterfactualPipeline:
         """The pipeline of a checkpoint (path or shipped name) with these options' switches."""
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return CounterfactualPipeline.from_checkpoint(checkpoint, device=device, mode=self.mode,
-                                                      propagation=self.propagation, inversion=self.inversion,
-                                                      guide_against=self.guide_against, exogenous=self.exogenous,
-                                                      **kwargs)
+        return CounterfactualPipeline.from_checkpoint(checkpoint, device=device, **{**self.switches(), **kwargs})
 
 
 def seed_for(seed: int, *stream) -> int:
