@@ -10,7 +10,9 @@ the brain's radius (``site_radius``, and ``central_share`` below 0.45: the world
 so a quarter of real lesions are central, over the ventricles); the L1 to the reconstruction (0-255).
 
 Run: ``python benchmarks/lesion_sweep.py --checkpoint brain32 --guide-against local --weights 1 3``; writes
-benchmarks/results/guidance/lesion_sweep_<guide>.json.
+benchmarks/results/guidance/lesion_sweep_<guide>[_<inversion>][_gain<g>][_disk<r>].json. ``--guide-against site``
+draws at sites from the model's site bank (fitted from the checkpoint's training split); ``--site-gain`` and
+``--site-disk`` override its bump height and guidance disk (see causaldiff.inference.sites).
 """
 
 from __future__ import annotations
@@ -74,10 +76,9 @@ def sweep(pipe, predictor, x, labels, n, weights, steps=20) -> dict:
     is_lesion = lambda img: (predictor.predict(img)["lesion"] == 1).float().mean().item()  # noqa: E731
     out = {}
     for w in weights:
-        cfs = [pipe.predict(a.noise, pipe.intervene(a, "lesion=1", torch.Generator().manual_seed(s))[0], a.s, steps,
-                            w, a.z) for s in (0, 1)]
-        removed = pipe.predict(b.noise, pipe.intervene(b, "lesion=0", torch.Generator().manual_seed(0))[0], b.s,
-                               steps, w, b.z)
+        cfs = [pipe.counterfactuals(a, ["lesion=1"], steps, w, torch.Generator().manual_seed(s))[0].cf_x
+               for s in (0, 1)]
+        removed = pipe.counterfactuals(b, ["lesion=0"], steps, w, torch.Generator().manual_seed(0))[0].cf_x
         read = predictor.predict(cfs[0])
         site = brightest(cfs[0], rec)
         radius = site_radius(site, labels["brain_volume"][neg])
@@ -95,6 +96,9 @@ def main() -> None:
     ap.add_argument("--checkpoint", default="brain32")
     ap.add_argument("--predictor", default=str(Path(__file__).parent / "predictors" / "brain32.ckpt"))
     ap.add_argument("--guide-against", default="local", choices=GUIDE_AGAINST)
+    ap.add_argument("--inversion", default="ddim", choices=["ddim", "fixed-point"])
+    ap.add_argument("--site-gain", type=float, help="--guide-against site: bump height over the bank's")
+    ap.add_argument("--site-disk", type=float, help="--guide-against site: guidance disk radius (px at 32 px)")
     ap.add_argument("--exogenous", nargs="*", default=["sample", "keep"], choices=["sample", "keep"])
     ap.add_argument("--weights", nargs="*", type=float, default=[1.0, 2.0, 3.0, 4.0])
     ap.add_argument("--n", type=int, default=64)
@@ -108,12 +112,16 @@ def main() -> None:
     print(f"truth: {res['truth']}", flush=True)
     for exogenous in args.exogenous:
         pipe = CounterfactualPipeline.from_checkpoint(args.checkpoint, exogenous=exogenous,
-                                                      guide_against=args.guide_against)
+                                                      guide_against=args.guide_against, inversion=args.inversion)
+        pipe.site_options = {k: v for k, v in (("gain", args.site_gain), ("disk_px", args.site_disk)) if v is not None}
         for key, row in sweep(pipe, predictor, x, labels, args.n, args.weights).items():
             res[f"{exogenous} {key}"] = row
             print(f"{exogenous} {key}: {row}", flush=True)
-    path = Path(args.out) / f"lesion_sweep_{args.guide_against}.json"
-    atomic_write_text(path, json.dumps({"checkpoint": args.checkpoint, "n": args.n, "rows": res}, indent=1))
+    suffix = "" if args.inversion == "ddim" else f"_{args.inversion}"
+    suffix += "".join(f"_{k}{v:g}" for k, v in (("gain", args.site_gain), ("disk", args.site_disk)) if v is not None)
+    path = Path(args.out) / f"lesion_sweep_{args.guide_against}{suffix}.json"
+    atomic_write_text(path, json.dumps({"checkpoint": args.checkpoint, "n": args.n, "inversion": args.inversion,
+                                        "site_options": pipe.site_options, "rows": res}, indent=1))
 
 
 if __name__ == "__main__":

@@ -10,13 +10,15 @@ KINDS = ("continuous", "binary", "categorical")
 
 @dataclass(frozen=True)
 class Node:
-    """One causal variable: its kind, parents and (optionally) its value range."""
+    """One causal variable: its kind, parents, (optionally) its value range, and whether it is ``local``: a binary
+    finding drawn at a site of its own (a lesion; see :mod:`causaldiff.inference.sites`)."""
 
     name: str
     kind: str
     parents: tuple[str, ...] = ()
     num_classes: int | None = None
     range: tuple[float, float] | None = None
+    local: bool = False
 
     @property
     def discrete(self) -> bool:
@@ -37,6 +39,8 @@ class Node:
             out["num_classes"] = self.num_classes
         if self.range is not None:
             out["range"] = list(self.range)
+        if self.local:
+            out["local"] = True
         return out
 
 
@@ -197,7 +201,7 @@ def load_yaml(text: str) -> Any:
 def _parse_node(name: str, body: dict[str, Any]) -> Node:
     if not isinstance(body, dict):
         raise ValueError(f"node '{name}': expected a mapping {{kind, parents, ...}}, got {body!r}")
-    unknown = set(body) - {"kind", "parents", "num_classes", "range"}
+    unknown = set(body) - {"kind", "parents", "num_classes", "range", "local"}
     if unknown:
         raise ValueError(f"node '{name}': unknown keys {sorted(unknown)}")
     kind = body.get("kind", "continuous")
@@ -224,4 +228,8 @@ def _parse_node(name: str, body: dict[str, Any]) -> Node:
         if len(rng) != 2 or not float(rng[0]) < float(rng[1]):
             raise ValueError(f"node '{name}': range must be [low, high] with low < high, got {rng!r}")
         rng = (float(rng[0]), float(rng[1]))
-    return Node(name, kind, tuple(str(p) for p in parents), num_classes, rng)
+    local = body.get("local", False)
+    if local not in (True, False) or (local and kind != "binary"):
+        raise ValueError(f"node '{name}': local must be true or false, and only a binary node can be local "
+                         f"(a finding switched on at a site), got local={local!r} on a {kind} node")
+    return Node(name, kind, tuple(str(p) for p in parents), num_classes, rng, bool(local))

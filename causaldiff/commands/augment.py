@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> None:
                  "value": args.value, "target_fraction": args.target_fraction, "do": args.do,
                  "per_image": args.per_image, "steps": args.steps, "guidance": args.guidance, "seed": args.seed,
                  "mode": args.mode, "inversion": args.inversion,
-                 **({"pairs": True} if args.pairs else {})}  # plans written before --pairs still resume
+                 **({"pairs": True} if args.pairs else {}),  # plans written before --pairs still resume
+                 **({"guide_against": args.guide_against} if args.guide_against == "site" else {})}
     predictor = common.predictor(args.predictor, pipe) if args.predictor else None
     n = run_augment(pipe, inp, args.out, items, plan_args, opts, args.devices, args.strategy, predictor=predictor)
     print(f"{n} counterfactual images and labels.csv in {args.out}")

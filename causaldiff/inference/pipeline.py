@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from torch import Tensor
 
 from causaldiff.diffusion.sampler import EpsFn, LoopRunner, local_guidance
 from causaldiff.diffusion.schedule import DDIMTables, add_noise, invert_tables, sample_tables
+from causaldiff.inference.sites import SiteBank, abduct_sites, site_loop
 from causaldiff.interventions import Intervention, resolve
 from causaldiff.models.causal_diffae import CausalDiffAE
 
@@ -48,7 +50,7 @@ class CounterfactualOutput:
     cf_z: Tensor  # counterfactual causal latents (B, n, d)
 
 
-GUIDE_AGAINST = ("factual", "local", "masked", "null")  # what guidance pushes away from (see the class)
+GUIDE_AGAINST = ("factual", "local", "masked", "null", "site")  # what guidance pushes away from (see the class)
 
 
 class CounterfactualPipeline:
@@ -68,8 +70,11 @@ class CounterfactualPipeline:
             intervened change is amplified and everything else stays as decoded), ``local`` (the same, amplified
             only on the pixels where the prediction changes most: see :func:`local_guidance`), ``masked`` (as
             ``local``, and the other pixels decoded under the factual condition, so they stay as reconstructed; it
-            applies at w = 1 too) or ``null`` (classifier-free guidance, Ho & Salimans 2022: the whole condition is
-            amplified).
+            applies at w = 1 too), ``null`` (classifier-free guidance, Ho & Salimans 2022: the whole condition is
+            amplified) or ``site`` (a binary node that do() switches on is drawn at a site sampled from the sites
+            where it was seen, seeded, with guidance only around it and the rest kept as reconstructed; see
+            :mod:`causaldiff.inference.sites`; other images as ``masked``). Its site banks come from
+            :meth:`fit_sites`, or from ``site_source`` on first use.
         exogenous: ``sample`` draws a switched discrete node's deviation from its class prior; ``keep`` shifts the
             abducted one (what models without fitted priors do).
         capture: on CUDA, capture each DDIM loop once as a CUDA graph and replay it.
@@ -87,6 +92,9 @@ class CounterfactualPipeline:
                 raise ValueError(f"{name} must be one of {options}, got {value!r}")
         self.model = model.eval()
         self.graph = model.graph
+        if guide_against == "site" and not any(n.local for n in self.graph.nodes.values()):
+            raise ValueError("guide_against='site' needs a node marked local: true in the graph (a binary finding "
+                             "drawn at a site, e.g. a lesion); this model's graph has none")
         self.mode, self.propagation, self.inversion = mode, propagation, inversion
         self.guide_against, self.exogenous = guide_against, exogenous
         self.inversion_iters = fixed_point_iters if inversion == "fixed-point" else 0
@@ -94,10 +102,16 @@ class CounterfactualPipeline:
         self._local_eps: dict[float, EpsFn] = {}  # one eps function per weight, so captured loops are reused
         self._tables: dict[tuple, DDIMTables] = {}
         self._warned: set[str] = set()
+        self.site_banks: dict[str, SiteBank] = {}
+        self.site_source: Callable[[], tuple[Tensor, Labels]] | None = None  # images + labels to fit banks from
+        self.site_options: dict = {}  # gain / disk_px overrides of site_loop's (for ablations)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", **kwargs) -> CounterfactualPipeline:
-        return cls(CausalDiffAE.from_checkpoint(path, map_location="cpu").to(device), **kwargs)
+        """The pipeline of a checkpoint; its site banks, if needed, come from the training split it records."""
+        pipe = cls(CausalDiffAE.from_checkpoint(path, map_location="cpu").to(device), **kwargs)
+        pipe.site_source = lambda: _training_images(path)
+        return pipe
 
     @property
     def device(self) -> torch.device:
@@ -152,14 +166,16 @@ class CounterfactualPipeline:
 
     @torch.no_grad()
     def predict(self, noise: Tensor, cf_z: Tensor, s: Tensor, steps: int = 50, guidance: float = 1.0,
-                z: Tensor | None = None) -> Tensor:
+                z: Tensor | None = None, sites: Tensor | None = None) -> Tensor:
         """Decode x_T (B, C, H, W) under the counterfactual condition [cf_z, s]; returns cf_x clamped to [-1, 1].
 
         ``z`` (B, n, d), the factual latents, is what guidance pushes away from when ``guide_against='factual'``.
+        ``sites`` (B, 3), with ``guide_against='site'``: where to draw a switched-on finding (NaN rows: nowhere).
         """
         m = self.model
         tables, cond = self._schedule("sample", steps), m.condition(cf_z, s)
-        if guidance == 1.0 and (self.guide_against != "masked" or z is None):  # no factual decoding to keep
+        keeps_factual = self.guide_against in ("masked", "site")
+        if guidance == 1.0 and (not keeps_factual or z is None) and sites is None:  # no factual decoding to keep
             return self.run_loop(m.eps, noise, cond, tables).clamp(-1, 1)
         if self.guide_against == "null":
             return self.run_loop(m.eps, noise, cond, tables, guidance, m.null_condition(1)).clamp(-1, 1)
@@ -167,8 +183,12 @@ class CounterfactualPipeline:
             raise ValueError("guidance against the factual condition needs the factual latents z")
         if self.guide_against == "factual":
             return self.run_loop(m.eps, noise, cond, tables, guidance, m.condition(z, s)).clamp(-1, 1)
-        outside = 0.0 if self.guide_against == "masked" else 1.0
+        outside = 0.0 if keeps_factual else 1.0
         eps = self._local_eps.setdefault(guidance, local_guidance(m.eps, guidance, outside=outside))
+        if sites is not None and bool(sites[:, 0].isfinite().any()):
+            t_bump = m.scheduler_config["num_train_timesteps"] // 2
+            return site_loop(m.eps, noise, cond, m.condition(z, s), tables, guidance, sites, eps, t_bump,
+                             **self.site_options).clamp(-1, 1)
         return self.run_loop(eps, noise, torch.cat([cond, m.condition(z, s)], dim=1), tables).clamp(-1, 1)
 
     def __call__(self, x: Tensor, labels: Labels | None = None, do=(), steps: int = 50, guidance: float = 1.0,
@@ -183,8 +203,43 @@ class CounterfactualPipeline:
         cf = [self.intervene(ab, do, generator) for do in dos]
         k, b = len(dos), ab.z.shape[0]
         cf_z = torch.cat([c[0] for c in cf])
-        cf_x = self.predict(ab.noise.repeat(k, 1, 1, 1), cf_z, ab.s.repeat(k, 1), steps, guidance, ab.z.repeat(k, 1, 1))
+        sites = torch.cat([self.draw_sites(ab.labels, c[1], steps, generator) for c in cf]) \
+            if self.guide_against == "site" else None
+        cf_x = self.predict(ab.noise.repeat(k, 1, 1, 1), cf_z, ab.s.repeat(k, 1), steps, guidance, ab.z.repeat(k, 1, 1),
+                            sites)
         return [CounterfactualOutput(cf_x[j * b:(j + 1) * b], cf[j][1], ab.noise, ab.z, cf[j][0]) for j in range(k)]
+
+    # ------------------------------------------------------------------ site codes (guide_against="site")
+    def fit_sites(self, node: str, x: Tensor, labels: Labels, steps: int = 20, n: int = 64) -> SiteBank:
+        """Fill ``node``'s site bank from up to ``n`` images of x (N, C, H, W) whose label shows the finding (1)."""
+        show = torch.nonzero(torch.as_tensor(labels[node]) == 1).flatten()[:n]
+        if len(show) == 0:
+            raise ValueError(f"no image with {node} = 1 to abduct {node}'s sites from")
+        bank = SiteBank(abduct_sites(self, x[show], {k: torch.as_tensor(v)[show] for k, v in labels.items()},
+                                     node, steps))
+        self.site_banks[node] = bank
+        return bank
+
+    def draw_sites(self, labels: Labels, cf_labels: Labels, steps: int = 20,
+                   generator: torch.Generator | None = None) -> Tensor:
+        """(B, 3) sites for the local nodes switched from 0 to 1 (the first such node per image; NaN rows: none)."""
+        b = len(next(iter(labels.values())))
+        sites = torch.full((b, 3), float("nan"))
+        for node in self.graph.order:
+            if not self.graph[node].local:
+                continue
+            on = (labels[node].cpu() == 0) & (cf_labels[node].cpu() == 1) & sites[:, 0].isnan()
+            if bool(on.any()):
+                sites[on] = self._site_bank(node, steps).sample(int(on.sum()), generator)
+        return sites
+
+    def _site_bank(self, node: str, steps: int) -> SiteBank:
+        if node not in self.site_banks:
+            if self.site_source is None:
+                raise ValueError(f"guide_against='site' needs {node}'s site bank: call fit_sites('{node}', x, labels) "
+                                 "with images that show it, or set site_source")
+            self.fit_sites(node, *self.site_source(), steps=steps)
+        return self.site_banks[node]
 
     # ------------------------------------------------------------------ helpers
     def _schedule(self, kind: str, steps: int) -> DDIMTables:
@@ -229,3 +284,12 @@ class CounterfactualPipeline:
             self._warned.add(iv.node)
             warnings.warn(f"{iv}: value outside the training range of '{iv.node}' [{lo:.4g}, {hi:.4g}]; "
                           "the counterfactual is an extrapolation", stacklevel=3)
+
+
+def _training_images(checkpoint: str | Path, n: int = 4000) -> tuple[Tensor, Labels]:
+    """The first ``n`` training images and labels of the dataset a checkpoint records (site banks are fitted on
+    them, never on the images being evaluated)."""
+    from causaldiff.inference.inputs import checkpoint_inputs  # the data layer imports Lightning
+
+    found = checkpoint_inputs(checkpoint, n, split="train")
+    return found.x, found.labels

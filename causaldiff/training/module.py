@@ -69,9 +69,9 @@ class CausalDiffAEModule(pl.LightningModule):
         state = {k: v for k, v in model_state(ckpt, name_or_path).items()
                  if not k.startswith("scm.") and k not in own}
         hp = ckpt.get("hyper_parameters", {})
-        theirs = (CausalGraph.from_dict(hp["graph"]).to_dict() if "graph" in hp else None, hp.get("image_size"),
+        theirs = (_structure(CausalGraph.from_dict(hp["graph"])) if "graph" in hp else None, hp.get("image_size"),
                   hp.get("channels"), hp.get("condition_norm", False), hp.get("prediction", "eps"))
-        mine = (self.model.graph.to_dict(), self.hparams.image_size, self.hparams.channels,
+        mine = (_structure(self.model.graph), self.hparams.image_size, self.hparams.channels,
                 self.hparams.condition_norm, self.hparams.prediction)
         if theirs != mine:
             raise ValueError(f"init_from {name_or_path}: its (graph, image_size, channels, condition_norm, prediction) "
@@ -179,3 +179,8 @@ class CausalDiffAEModule(pl.LightningModule):
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _structure(graph: CausalGraph) -> dict:
+    """The graph's nodes, kinds and parents without the inference-only ``local`` flag (weights do not depend on it)."""
+    return {n: {k: v for k, v in d.items() if k != "local"} for n, d in graph.to_dict().items()}

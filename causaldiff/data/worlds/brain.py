@@ -28,7 +28,7 @@ class Brain(World):
         "age": {"kind": "continuous", "range": [45.0, 80.0]},
         "brain_volume": {"kind": "continuous", "parents": ["sex", "age"]},
         "ventricle_volume": {"kind": "continuous", "parents": ["age", "brain_volume"]},
-        "lesion": {"kind": "binary", "parents": ["age"]},
+        "lesion": {"kind": "binary", "parents": ["age"], "local": True},  # a blob at an exogenous site
     }
 
     def _exogenous(self, n, gen):
