@@ -20,6 +20,9 @@ def test_change_peaks_finds_the_site_and_height_of_a_removed_bump():
     peaks = change_peaks(x, torch.full_like(x, -0.3))
     torch.testing.assert_close(peaks[:, :2], torch.tensor([[10.5, 20.5], [25.5, 4.5]]) / 32)
     torch.testing.assert_close(peaks[:, 2], torch.tensor([0.8, 0.8]), atol=1e-4, rtol=0)
+    dark = change_peaks(-x, torch.full_like(x, 0.3))  # a darker finding: the same sites, a negative height
+    torch.testing.assert_close(dark[:, :2], peaks[:, :2])
+    torch.testing.assert_close(dark[:, 2], torch.tensor([-0.8, -0.8]), atol=1e-4, rtol=0)
 
 
 def test_site_bank_draws_stored_sites_seeded_and_refuses_an_empty_one():
@@ -110,3 +113,11 @@ def test_local_is_a_binary_nodes_flag_in_the_graph_config():
         "a": {"kind": "binary", "local": True}, "b": {"kind": "continuous", "parents": ["a"]}}
     with pytest.raises(ValueError, match="only a binary node can be local"):
         CausalGraph.from_dict({"a": {"kind": "continuous", "local": True}})
+
+
+def test_the_bank_keeps_the_findings_polarity_and_drops_peaks_of_the_other_sign(brain, monkeypatch):
+    model, x, labels = brain
+    peaks = torch.tensor([[0.2, 0.2, 0.5], [0.3, 0.3, 0.6], [0.4, 0.4, -0.2], [0.5, 0.5, 0.4]])
+    monkeypatch.setattr("causaldiff.inference.pipeline.abduct_sites", lambda *a: peaks)
+    bank = CounterfactualPipeline(model, guide_against="site").fit_sites("lesion", x, labels)
+    torch.testing.assert_close(bank.sites, peaks[[0, 1, 3]])

@@ -215,8 +215,9 @@ class CounterfactualPipeline:
         show = torch.nonzero(torch.as_tensor(labels[node]) == 1).flatten()[:n]
         if len(show) == 0:
             raise ValueError(f"no image with {node} = 1 to abduct {node}'s sites from")
-        bank = SiteBank(abduct_sites(self, x[show], {k: torch.as_tensor(v)[show] for k, v in labels.items()},
-                                     node, steps))
+        peaks = abduct_sites(self, x[show], {k: torch.as_tensor(v)[show] for k, v in labels.items()}, node, steps)
+        polarity = peaks[:, 2].median().sign()  # the finding's own (brighter / darker); a peak of the other sign is
+        bank = SiteBank(peaks[peaks[:, 2].sign() == polarity])  # where the removal missed it and moved the rest
         self.site_banks[node] = bank
         return bank
 

@@ -32,12 +32,13 @@ BUMP_MEAN_3X3 = float(sum(torch.exp(torch.tensor(-(dy * dy + dx * dx) / 2.0)) fo
 
 
 def change_peaks(x: Tensor, removed: Tensor) -> Tensor:
-    """(B, 3) sites of the largest 3×3-smoothed channel-mean |removed − x|: (row, col) as fractions of the image
-    side (pixel centres) and the change's height in [-1, 1] image units."""
-    change = F.avg_pool2d((removed - x).abs().mean(1, keepdim=True), 3, 1, 1, count_include_pad=False)
+    """(B, 3) sites where the 3×3-smoothed channel-mean x − removed is largest in size: (row, col) as fractions of
+    the image side (pixel centres) and the finding's signed height in [-1, 1] image units (> 0: brighter)."""
+    change = F.avg_pool2d((x - removed).mean(1, keepdim=True), 3, 1, 1, count_include_pad=False).flatten(1)
     size = x.shape[-1]
-    height, i = change.flatten(1).max(1)
+    i = change.abs().argmax(1)
     rows, cols = (i // size).float(), (i % size).float()
+    height = change.gather(1, i[:, None])[:, 0]
     return torch.stack([(rows + 0.5) / size, (cols + 0.5) / size, height / BUMP_MEAN_3X3], 1)
 
 
