@@ -71,8 +71,8 @@ class CounterfactualPipeline:
             only on the pixels where the prediction changes most: see :func:`local_guidance`), ``masked`` (as
             ``local``, and the other pixels decoded under the factual condition, so they stay as reconstructed; it
             applies at w = 1 too), ``null`` (classifier-free guidance, Ho & Salimans 2022: the whole condition is
-            amplified) or ``site`` (a binary node that do() switches on is drawn at a site sampled from the sites
-            where it was seen, seeded, with guidance only around it and the rest kept as reconstructed; see
+            amplified) or ``site`` (a node marked ``local`` that do() switches on is drawn at a site sampled from
+            the sites where it was seen, seeded, with guidance only around it and the rest kept as reconstructed; see
             :mod:`causaldiff.inference.sites`; other images as ``masked``). Its site banks come from
             :meth:`fit_sites`, or from ``site_source`` on first use.
         exogenous: ``sample`` draws a switched discrete node's deviation from its class prior; ``keep`` shifts the
