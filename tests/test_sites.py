@@ -80,6 +80,12 @@ def test_site_guidance_draws_at_seeded_sites_from_the_bank_and_leaves_unswitched
     kept = pipe.counterfactuals(ab1, ["lesion=1"], 3, 3.0, torch.Generator().manual_seed(1))[0].cf_x
     masked = CounterfactualPipeline(model, guide_against="masked").counterfactuals(ab1, ["lesion=1"], 3, 3.0)[0].cf_x
     torch.testing.assert_close(kept, masked)
+    mixed = torch.cat([neg[:2], pos])  # in one batch with drawn images, the unswitched ones still decode as masked
+    ab2 = pipe.abduct(x[mixed], {k: v[mixed] for k, v in labels.items()}, steps=3)
+    out = pipe.counterfactuals(ab2, ["lesion=1"], 3, 3.0, torch.Generator().manual_seed(1))[0].cf_x
+    ref = CounterfactualPipeline(model, guide_against="masked").counterfactuals(ab2, ["lesion=1"], 3, 3.0)[0].cf_x
+    torch.testing.assert_close(out[2:], ref[2:], atol=1e-5, rtol=0)
+    assert (out[:2] - ref[:2]).abs().amax() > 1e-3  # the switched ones do not
 
 
 def test_fitting_sites_needs_an_image_that_shows_the_finding(brain):

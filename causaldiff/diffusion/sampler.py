@@ -43,11 +43,17 @@ def local_guidance(eps_fn: EpsFn, guidance: float, share: float = 0.5, outside: 
     def eps(x: Tensor, t: Tensor, packed: Tensor) -> Tensor:
         c_cf, c_f = packed.chunk(2, dim=1)
         eps_cf, eps_f = eps_fn(torch.cat([x, x]), torch.cat([t, t]), torch.cat([c_cf, c_f])).chunk(2)
-        change = F.avg_pool2d((eps_cf - eps_f).abs().mean(1, keepdim=True), 3, 1, 1)
-        where = change >= share * change.amax((2, 3), keepdim=True)
-        return torch.addcmul(eps_f, torch.where(where, guidance, outside).to(eps_f.dtype), eps_cf - eps_f)
+        return torch.addcmul(eps_f, local_weight(eps_cf, eps_f, guidance, share, outside), eps_cf - eps_f)
 
     return eps
+
+
+def local_weight(eps_cf: Tensor, eps_f: Tensor, guidance: float, share: float = 0.5, outside: float = 1.0) -> Tensor:
+    """(B, 1, H, W) weights of :func:`local_guidance`: ``guidance`` where the smoothed |eps_cf - eps_f| is at least
+    ``share`` of its image's maximum, ``outside`` elsewhere."""
+    change = F.avg_pool2d((eps_cf - eps_f).abs().mean(1, keepdim=True), 3, 1, 1)
+    where = change >= share * change.amax((2, 3), keepdim=True)
+    return torch.where(where, guidance, outside).to(eps_f.dtype)
 
 
 def ddim_step(eps_fn: EpsFn, x: Tensor, cond: Tensor, step: Step, guidance: float = 1.0,

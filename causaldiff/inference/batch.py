@@ -29,7 +29,7 @@ class InferenceOptions:
     mode: str = "shift"  # shift: z_k += g_k(new) - g_k(old); replace: z_k = g_k(new)
     propagation: str = "labels"  # descendants follow: labels (attribute SCM) | mechanisms (latent) | none
     inversion: str = "ddim"  # ddim | fixed-point (exact) | none (forward noising)
-    guide_against: str = "factual"  # what w > 1 pushes away from: factual | local | masked | null (GUIDE_AGAINST)
+    guide_against: str = "factual"  # what w > 1 pushes away from: factual | local | masked | null | site
     exogenous: str = "sample"  # a switched class's deviation: sample (from its prior, seeded) | keep (shifted)
     seed: int = 0
     batch_size: int = 32  # images per pipeline call

@@ -183,12 +183,12 @@ class CounterfactualPipeline:
             raise ValueError("guidance against the factual condition needs the factual latents z")
         if self.guide_against == "factual":
             return self.run_loop(m.eps, noise, cond, tables, guidance, m.condition(z, s)).clamp(-1, 1)
-        outside = 0.0 if keeps_factual else 1.0
-        eps = self._local_eps.setdefault(guidance, local_guidance(m.eps, guidance, outside=outside))
         if sites is not None and bool(sites[:, 0].isfinite().any()):
             t_bump = m.scheduler_config["num_train_timesteps"] // 2
-            return site_loop(m.eps, noise, cond, m.condition(z, s), tables, guidance, sites, eps, t_bump,
+            return site_loop(m.eps, noise, cond, m.condition(z, s), tables, guidance, sites, t_bump,
                              **self.site_options).clamp(-1, 1)
+        outside = 0.0 if keeps_factual else 1.0
+        eps = self._local_eps.setdefault(guidance, local_guidance(m.eps, guidance, outside=outside))
         return self.run_loop(eps, noise, torch.cat([cond, m.condition(z, s)], dim=1), tables).clamp(-1, 1)
 
     def __call__(self, x: Tensor, labels: Labels | None = None, do=(), steps: int = 50, guidance: float = 1.0,

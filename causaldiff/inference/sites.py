@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from causaldiff.diffusion.kernels import ddim_update
-from causaldiff.diffusion.sampler import EpsFn
+from causaldiff.diffusion.sampler import EpsFn, local_weight
 from causaldiff.diffusion.schedule import DDIMTables
 
 SIGMA_PX, DISK_PX = 1.0, 3.5  # bump width and guidance disk radius, in pixels of a 32 px image (scaled with size)
@@ -70,27 +70,27 @@ def site_maps(sites: Tensor, size: int, gain: float = BUMP_GAIN, disk_px: float 
 
 
 def site_loop(eps_fn: EpsFn, noise: Tensor, c_cf: Tensor, c_f: Tensor, tables: DDIMTables, guidance: float,
-              sites: Tensor, local_eps: EpsFn, t_bump: int, gain: float = BUMP_GAIN,
-              disk_px: float = DISK_PX) -> Tensor:
-    """DDIM decoding of ``noise`` (B, C, H, W) that draws a finding at ``sites`` (B, 3) (NaN rows: images whose
-    finding is not switched on, decoded by ``local_eps`` over ``[c_cf, c_f]`` instead, e.g. masked guidance).
+              sites: Tensor, t_bump: int, gain: float = BUMP_GAIN, disk_px: float = DISK_PX) -> Tensor:
+    """DDIM decoding of ``noise`` (B, C, H, W) that draws a finding at ``sites`` (B, 3); NaN rows (images whose
+    finding is not switched on) are decoded with masked guidance (:func:`local_weight`, 0 outside the mask).
 
     For drawn images: ``eps = eps_f + W (eps_cf - eps_f)`` with W = ``guidance`` inside the site's disk and 0
     outside (the rest stays the factual decoding), and the site's bump added once at the first step with
-    t <= ``t_bump``.
+    t <= ``t_bump``. One network call of 2B a step; no host sync inside the loop.
     """
     bump, disk = site_maps(sites.to(noise.device), noise.shape[-1], gain, disk_px)
-    drawn = sites[:, 0].isfinite().to(noise.device)
+    drawn = sites[:, 0].isfinite().to(noise.device).view(-1, 1, 1, 1)
     weight = torch.where(disk, guidance, 0.0).to(noise.dtype)
-    x, bumped = noise, False
-    for step in tables.to(noise.device).steps(noise.shape[0]):
-        if not bumped and int(step.t[0]) <= t_bump:
-            x, bumped = x + step.a_from.sqrt() * bump, True
+    all_drawn = bool(drawn.all())
+    due = torch.nonzero(tables.t.cpu() <= t_bump).flatten()
+    bump_at = int(due[0]) if len(due) else -1  # the step index, found once: no host sync in the loop
+    x = noise
+    for i, step in enumerate(tables.to(noise.device).steps(noise.shape[0])):
+        if i == bump_at:
+            x = x + step.a_from.sqrt() * bump
         eps_cf, eps_f = eps_fn(torch.cat([x, x]), torch.cat([step.t, step.t]), torch.cat([c_cf, c_f])).chunk(2)
-        eps = torch.addcmul(eps_f, weight, eps_cf - eps_f)
-        if not bool(drawn.all()):
-            eps = torch.where(drawn.view(-1, 1, 1, 1), eps, local_eps(x, step.t, torch.cat([c_cf, c_f], 1)))
-        x = ddim_update(x, eps, None, step)
+        w = weight if all_drawn else torch.where(drawn, weight, local_weight(eps_cf, eps_f, guidance, outside=0.0))
+        x = ddim_update(x, torch.addcmul(eps_f, w, eps_cf - eps_f), None, step)
     return x
 
 
