@@ -142,12 +142,13 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, default=3.0)
     ap.add_argument("--guide-against", default="factual", choices=GUIDE_AGAINST)
     ap.add_argument("--exogenous", default="sample", choices=["sample", "keep"])
+    ap.add_argument("--inversion", default="ddim", choices=["ddim", "fixed-point", "residual"])
     ap.add_argument("--reference-per-class", type=int, default=1500)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "augment.json"))
     args = ap.parse_args()
     t0 = time.perf_counter()
     opts = InferenceOptions(steps=args.steps, guidance=args.guidance, guide_against=args.guide_against,
-                            exogenous=args.exogenous, batch_size=64)
+                            exogenous=args.exogenous, inversion=args.inversion, batch_size=64)
     pipe = opts.pipeline(args.checkpoint)
     world = get_world("brain", pipe.model.image_size)
     x, labels, exo = images(world, args.n, seed=0)
@@ -204,6 +205,7 @@ def main() -> None:
     meta = {"checkpoint": args.checkpoint, "n": args.n, "rare_share": round(rare, 4), "counterfactuals": len(cf_y),
             "test": f"{args.test_per_class} per class", "seeds": args.seeds, "epochs": args.epochs,
             "guidance": args.guidance, "guide_against": args.guide_against, "exogenous": args.exogenous,
+            "inversion": args.inversion,
             "steps": args.steps, "reference_balanced_accuracy": round(ref_bal_acc, 4),
             "cf_lesion_rate": round(cf_rate, 4), "source_lesion_rate": round(src_rate, 4),
             "removal_rate": round(removal_rate, 4), "removal_n": len(pos), "other_node_readings": others,

@@ -1,7 +1,7 @@
-"""Composition with plain vs exact (fixed-point) inversion: L1 (0-255) between x and 1 / 10 successive null
+"""Composition by inversion (plain DDIM, fixed-point, residual): L1 (0-255) between x and 1 / 10 successive null
 interventions, each re-abducted, on a shipped or trained checkpoint's held-out images.
 
-Run: ``python benchmarks/composition.py [--checkpoint pendulum32] [--n 32] [--steps 20]``;
+Run: ``python benchmarks/composition.py [--checkpoint pendulum32] [--n 32] [--steps 20] [--inversions ddim residual]``;
 writes benchmarks/results/composition_<checkpoint name>.json.
 """
 
@@ -25,12 +25,14 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=32)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--cycles", type=int, default=10)
+    ap.add_argument("--inversions", nargs="*", default=["ddim", "fixed-point", "residual"],
+                    choices=["ddim", "fixed-point", "residual"])
     ap.add_argument("--out", help="default: benchmarks/results/composition_<checkpoint name>.json")
     args = ap.parse_args()
     out = args.out or Path(__file__).parent / "results" / f"composition_{Path(args.checkpoint).stem}.json"
     model, data = CausalDiffAE.from_checkpoint(args.checkpoint), eval_data(args.checkpoint, args.n)
     rows = []
-    for inversion in ("ddim", "fixed-point"):
+    for inversion in args.inversions:
         pipe, x, t0 = CounterfactualPipeline(model, inversion=inversion), data.x, time.perf_counter()
         row = {"inversion": inversion}
         for c in range(1, args.cycles + 1):

@@ -11,8 +11,9 @@ so a quarter of real lesions are central, over the ventricles); the L1 to the re
 
 Run: ``python benchmarks/lesion_sweep.py --checkpoint brain32 --guide-against local --weights 1 3``; writes
 benchmarks/results/guidance/lesion_sweep_<guide>[_<inversion>][_gain<g>][_disk<r>].json. ``--guide-against site``
-draws at sites from the model's site bank (fitted from the checkpoint's training split); ``--site-gain`` and
-``--site-disk`` override its bump height and guidance disk (see causaldiff.inference.sites).
+draws at sites from the model's site bank (fitted from the checkpoint's training split); ``--site-gain``,
+``--site-disk`` and ``--site-t`` override its bump height, guidance disk and bump timestep
+(see causaldiff.inference.sites).
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def sweep(pipe, predictor, x, labels, n, weights, steps=20) -> dict:
     neg = torch.nonzero(labels["lesion"] == 0).flatten()[:n]
     a = pipe.abduct(x[neg], {k: v[neg] for k, v in labels.items()}, steps)
     b = pipe.abduct(x[pos], {k: v[pos] for k, v in labels.items()}, steps)
-    rec = pipe.predict(a.noise, a.z, a.s, steps)
+    rec = pipe.predict(a.noise, a.z, a.s, steps, residuals=a.residuals)
     read_rec = predictor.predict(rec)
     is_lesion = lambda img: (predictor.predict(img)["lesion"] == 1).float().mean().item()  # noqa: E731
     out = {}
@@ -96,9 +97,10 @@ def main() -> None:
     ap.add_argument("--checkpoint", default="brain32")
     ap.add_argument("--predictor", default=str(Path(__file__).parent / "predictors" / "brain32.ckpt"))
     ap.add_argument("--guide-against", default="local", choices=GUIDE_AGAINST)
-    ap.add_argument("--inversion", default="ddim", choices=["ddim", "fixed-point"])
+    ap.add_argument("--inversion", default="ddim", choices=["ddim", "fixed-point", "residual"])
     ap.add_argument("--site-gain", type=float, help="--guide-against site: bump height over the bank's")
     ap.add_argument("--site-disk", type=float, help="--guide-against site: guidance disk radius (px at 32 px)")
+    ap.add_argument("--site-t", type=int, help="--guide-against site: the bump's timestep")
     ap.add_argument("--exogenous", nargs="*", default=["sample", "keep"], choices=["sample", "keep"])
     ap.add_argument("--weights", nargs="*", type=float, default=[1.0, 2.0, 3.0, 4.0])
     ap.add_argument("--n", type=int, default=64)
@@ -113,12 +115,14 @@ def main() -> None:
     for exogenous in args.exogenous:
         pipe = CounterfactualPipeline.from_checkpoint(args.checkpoint, exogenous=exogenous,
                                                       guide_against=args.guide_against, inversion=args.inversion)
-        pipe.site_options = {k: v for k, v in (("gain", args.site_gain), ("disk_px", args.site_disk)) if v is not None}
+        pipe.site_options = {k: v for k, v in (("gain", args.site_gain), ("disk_px", args.site_disk),
+                                               ("t_bump", args.site_t)) if v is not None}
         for key, row in sweep(pipe, predictor, x, labels, args.n, args.weights).items():
             res[f"{exogenous} {key}"] = row
             print(f"{exogenous} {key}: {row}", flush=True)
     suffix = "" if args.inversion == "ddim" else f"_{args.inversion}"
-    suffix += "".join(f"_{k}{v:g}" for k, v in (("gain", args.site_gain), ("disk", args.site_disk)) if v is not None)
+    suffix += "".join(f"_{k}{v:g}" for k, v in (("gain", args.site_gain), ("disk", args.site_disk), ("t", args.site_t))
+                      if v is not None)
     path = Path(args.out) / f"lesion_sweep_{args.guide_against}{suffix}.json"
     atomic_write_text(path, json.dumps({"checkpoint": args.checkpoint, "n": args.n, "inversion": args.inversion,
                                         "site_options": pipe.site_options, "rows": res}, indent=1))

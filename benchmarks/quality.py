@@ -122,7 +122,8 @@ def main() -> None:
     ap.add_argument("--models", nargs="*", help="one checkpoint per world (default: the shipped <world>32)")
     ap.add_argument("--train", action="store_true", help="train each world's model from its config instead")
     ap.add_argument("--variants", nargs="*", help="pipeline variants to evaluate (default: all)")
-    ap.add_argument("--inversion", default="ddim", choices=["ddim", "fixed-point"], help="abduction of the noise")
+    ap.add_argument("--inversion", default="ddim", choices=["ddim", "fixed-point", "residual"],
+                    help="abduction of the noise")
     ap.add_argument("--guidance", type=float, default=1.0, help="guidance weight w")
     ap.add_argument("--guide-against", default="factual", choices=GUIDE_AGAINST)
     ap.add_argument("--max-steps", type=int, help="override the configs' max_steps")

@@ -56,3 +56,15 @@ def test_pipeline_capture_equals_eager():
     assert pipe.run_loop.capture and len(pipe.run_loop._graphs) == 2
     torch.testing.assert_close(captured.cf_x, eager.cf_x, atol=1e-4, rtol=1e-4)
     assert torch.equal(again.cf_x, captured.cf_x)
+
+
+def test_pipeline_capture_with_residual_inversion_returns_x():
+    model, batch = tiny_model()
+    model = model.cuda()
+    x = batch["x"][:4].cuda()
+    pipe = CounterfactualPipeline(model, inversion="residual", capture=True)
+    ab = pipe.abduct(x, None, steps=8)
+    null, moved = pipe.counterfactuals(ab, [[], "light_angle=90"], steps=8)
+    eager = CounterfactualPipeline(model, inversion="residual").counterfactuals(ab, ["light_angle=90"], steps=8)[0]
+    assert (null.cf_x - x).abs().max().item() < 1e-4  # replayed with the abduction's residuals
+    torch.testing.assert_close(moved.cf_x, eager.cf_x, atol=1e-4, rtol=1e-4)

@@ -86,6 +86,11 @@ def test_site_guidance_draws_at_seeded_sites_from_the_bank_and_leaves_unswitched
     ref = CounterfactualPipeline(model, guide_against="masked").counterfactuals(ab2, ["lesion=1"], 3, 3.0)[0].cf_x
     torch.testing.assert_close(out[2:], ref[2:], atol=1e-5, rtol=0)
     assert (out[:2] - ref[:2]).abs().amax() > 1e-3  # the switched ones do not
+    exact = CounterfactualPipeline(model, guide_against="site", inversion="residual")
+    exact.site_banks = pipe.site_banks  # with residual abduction the unswitched ones come back exactly
+    ab3 = exact.abduct(x[mixed], {k: v[mixed] for k, v in labels.items()}, steps=3)
+    out3 = exact.counterfactuals(ab3, ["lesion=1"], 3, 3.0, torch.Generator().manual_seed(1))[0].cf_x
+    assert (out3[2:] - x[mixed][2:]).abs().amax() < 1e-5 < 1e-3 < (out3[:2] - x[mixed][:2]).abs().amax()
 
 
 def test_fitting_sites_needs_an_image_that_shows_the_finding(brain):

@@ -19,7 +19,8 @@ def add_inference_args(p: argparse.ArgumentParser, batch_size: int = 32) -> None
                    "local changes such as a lesion, the rest decoded as without guidance), masked (as local, the rest "
                    "kept as reconstructed, also at w = 1), the null condition (classifier-free guidance: the whole "
                    "condition grows), or site (a node marked local: true, e.g. a lesion, switched on is drawn at a "
-                   "site sampled from where the model found it in its training images, seeded by --seed; try w = 5)")
+                   "site sampled from where the model found it in its training images, seeded by --seed; try w = 3 "
+                   "with --inversion residual)")
     p.add_argument("--exogenous", choices=["sample", "keep"], default="sample",
                    help="a discrete node whose class do() switches: draw what the label does not say (a lesion's "
                    "site) from the target class's prior, seeded by --seed (default), or keep the abducted deviation")
@@ -28,9 +29,10 @@ def add_inference_args(p: argparse.ArgumentParser, batch_size: int = 32) -> None
     p.add_argument("--propagation", choices=["labels", "mechanisms", "none"], default="labels",
                    help="how the intervened nodes' descendants follow: to their counterfactual labels from the "
                    "attribute SCM (default; measured best), through the learned latent mechanisms, or not at all")
-    p.add_argument("--inversion", choices=["ddim", "fixed-point"], default="ddim",
-                   help="abduction of the decoder's noise: plain DDIM inversion, or exact fixed-point inversion "
-                   "(4 network calls a step; reconstructs more closely)")
+    p.add_argument("--inversion", choices=["ddim", "fixed-point", "residual"], default="ddim",
+                   help="abduction of the decoder's noise: plain DDIM inversion; fixed-point inversion (4 network "
+                   "calls a step; reconstructs more closely); or residual (2 calls a step: DDIM with per-step "
+                   "residuals, so what the intervention does not change comes back exactly)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the random draws: label-noise abduction, exogenous codes (default 0)")
     p.add_argument("--batch-size", type=int, default=batch_size, help=f"images per batch (default {batch_size})")

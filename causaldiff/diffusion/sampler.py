@@ -64,20 +64,23 @@ def ddim_step(eps_fn: EpsFn, x: Tensor, cond: Tensor, step: Step, guidance: floa
 
 
 def ddim_loop(eps_fn: EpsFn, x: Tensor, cond: Tensor, tables: DDIMTables, guidance: float = 1.0,
-              null: Tensor | None = None, clip: float | None = None, fixed_point_iters: int = 0) -> Tensor:
+              null: Tensor | None = None, clip: float | None = None, fixed_point_iters: int = 0,
+              residuals: Tensor | None = None) -> Tensor:
     """Run every step of ``tables`` from ``x``: sampling or inversion depending on the tables.
+
+    ``residuals`` (S, B, C, H, W), from :func:`retrace`, are added after each step.
 
     ``fixed_point_iters`` k > 0 refines each step by re-evaluating eps at the step's own output,
     ``x' = update(x, eps(x', t))`` (fixed-point DDIM inversion, as in Pan et al., 2023, "Effective real image
     editing with accelerated iterative diffusion inversion"): at the fixed point the sampler's step from x' under
     eps(x', t) lands back on x exactly, which makes inversion followed by sampling reconstruct.
     """
-    for step in tables.to(x.device).steps(x.shape[0]):
+    for i, step in enumerate(tables.to(x.device).steps(x.shape[0])):
         x_next = ddim_step(eps_fn, x, cond, step, guidance, null, clip)
         for _ in range(fixed_point_iters):
             eps_c, eps_u = guided_eps(eps_fn, x_next, step.t, cond, null, guidance)
             x_next = ddim_update(x, eps_c, eps_u, step, guidance, clip)
-        x = x_next
+        x = x_next if residuals is None else x_next + residuals[i]
     return x
 
 
@@ -99,23 +102,41 @@ def ddim_invert(eps_fn: EpsFn, x: Tensor, cond: Tensor, tables: DDIMTables, fixe
     return ddim_loop(eps_fn, x, cond, tables, fixed_point_iters=fixed_point_iters)
 
 
+def retrace(eps_fn: EpsFn, x: Tensor, cond: Tensor, invert: DDIMTables, sample: DDIMTables) -> tuple[Tensor, Tensor]:
+    """DDIM inversion of x (B, C, H, W) under ``cond``, kept exact by residuals: (x_T, residuals (S, B, C, H, W)).
+
+    The inversion's path x_0 → x_T is stored; ``residuals[i]`` is what sampling step i under ``cond`` misses of the
+    path's next point, so decoding x_T under ``cond`` with them retraces the path back to x exactly (the correction
+    of "Direct Inversion", Ju et al., 2024, added to every decoding). Costs 2S network calls of B.
+    """
+    path = [x]
+    for step in invert.to(x.device).steps(x.shape[0]):
+        path.append(ddim_step(eps_fn, path[-1], cond, step))
+    path = path[::-1]
+    residuals = [path[i + 1] - ddim_step(eps_fn, path[i], cond, step)
+                 for i, step in enumerate(sample.to(x.device).steps(x.shape[0]))]
+    return path[0], torch.stack(residuals)
+
+
 class CapturedLoop:
     """A whole DDIM loop captured once as a CUDA graph on static buffers and replayed per call.
 
-    Built for fixed (shape, tables, guidance); ``__call__(x, cond, null)`` copies into the static inputs, replays,
-    and returns a copy of the static output. ``null`` (1 or B, E), what guidance pushes away from, is an input
-    too (guidance against each image's factual condition changes it every call). :class:`LoopRunner` captures
-    automatically, with eager fall-back.
+    Built for fixed (shape, tables, guidance); ``__call__(x, cond, null, residuals)`` copies into the static inputs,
+    replays, and returns a copy of the static output. ``null`` (1 or B, E), what guidance pushes away from, is an
+    input too (guidance against each image's factual condition changes it every call), and so are ``residuals``.
+    :class:`LoopRunner` captures automatically, with eager fall-back.
     """
 
     def __init__(self, eps_fn: EpsFn, x: Tensor, cond: Tensor, tables: DDIMTables, guidance: float = 1.0,
-                 null: Tensor | None = None, fixed_point_iters: int = 0, warmup: int = 2):
+                 null: Tensor | None = None, fixed_point_iters: int = 0, residuals: Tensor | None = None,
+                 warmup: int = 2):
         if not x.is_cuda:
             raise RuntimeError("CUDA graph capture needs CUDA tensors")
         self.tables = tables.to(x.device)
         self.static_x, self.static_cond = x.clone(), cond.clone()
         self.null = None if null is None else null.detach().expand_as(cond).clone()
-        args = (self.tables, guidance, self.null, None, fixed_point_iters)
+        self.residuals = None if residuals is None else residuals.clone()
+        args = (self.tables, guidance, self.null, None, fixed_point_iters, self.residuals)
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream), torch.no_grad():
@@ -126,11 +147,13 @@ class CapturedLoop:
         with torch.cuda.graph(self.graph), torch.no_grad():
             self.static_out = ddim_loop(eps_fn, self.static_x, self.static_cond, *args)
 
-    def __call__(self, x: Tensor, cond: Tensor, null: Tensor | None = None) -> Tensor:
+    def __call__(self, x: Tensor, cond: Tensor, null: Tensor | None = None, residuals: Tensor | None = None) -> Tensor:
         self.static_x.copy_(x)
         self.static_cond.copy_(cond)
         if self.null is not None:
             self.null.copy_(null.expand_as(cond))
+        if self.residuals is not None:
+            self.residuals.copy_(residuals)
         self.graph.replay()
         return self.static_out.clone()
 
@@ -146,16 +169,19 @@ class LoopRunner:
         self._graphs: dict[tuple, CapturedLoop] = {}
 
     def __call__(self, eps_fn: EpsFn, x: Tensor, cond: Tensor, tables: DDIMTables, guidance: float = 1.0,
-                 null: Tensor | None = None, fixed_point_iters: int = 0) -> Tensor:
+                 null: Tensor | None = None, fixed_point_iters: int = 0, residuals: Tensor | None = None) -> Tensor:
+        args = (tables, guidance, null, None, fixed_point_iters, residuals)
         if not (self.capture and x.is_cuda):
-            return ddim_loop(eps_fn, x, cond, tables, guidance, null, None, fixed_point_iters)
+            return ddim_loop(eps_fn, x, cond, *args)
         # one runner serves one model; tables are cached by the caller, so their identity names the schedule
-        key = (id(eps_fn), tuple(x.shape), x.dtype, id(tables), guidance, null is not None, fixed_point_iters)
+        key = (id(eps_fn), tuple(x.shape), x.dtype, id(tables), guidance, null is not None, fixed_point_iters,
+               residuals is not None)
         if key not in self._graphs:
             try:
-                self._graphs[key] = CapturedLoop(eps_fn, x, cond, tables, guidance, null, fixed_point_iters)
+                self._graphs[key] = CapturedLoop(eps_fn, x, cond, tables, guidance, null, fixed_point_iters,
+                                                 residuals)
             except Exception as e:  # noqa: BLE001 - any capture failure falls back to eager
                 warnings.warn(f"CUDA graph capture failed ({e}); sampling eagerly", stacklevel=2)
                 self.capture = False
-                return ddim_loop(eps_fn, x, cond, tables, guidance, null, None, fixed_point_iters)
-        return self._graphs[key](x, cond, null)
+                return ddim_loop(eps_fn, x, cond, *args)
+        return self._graphs[key](x, cond, null, residuals)

@@ -28,7 +28,7 @@ class InferenceOptions:
     guidance: float = 1.0  # guidance weight w; > 1 strengthens the change
     mode: str = "shift"  # shift: z_k += g_k(new) - g_k(old); replace: z_k = g_k(new)
     propagation: str = "labels"  # descendants follow: labels (attribute SCM) | mechanisms (latent) | none
-    inversion: str = "ddim"  # ddim | fixed-point (exact) | none (forward noising)
+    inversion: str = "ddim"  # ddim | fixed-point (nearer) | residual (exact reconstruction) | none (forward noising)
     guide_against: str = "factual"  # what w > 1 pushes away from: factual | local | masked | null | site
     exogenous: str = "sample"  # a switched class's deviation: sample (from its prior, seeded) | keep (shifted)
     seed: int = 0

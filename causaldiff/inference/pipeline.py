@@ -1,7 +1,8 @@
 """CounterfactualPipeline: abduct → intervene → predict, batched; inference only (no Lightning import).
 
 1. Abduction: encoder posterior means give u, z = mechanisms(u) and s; the decoder's noise x_T comes from
-   deterministic DDIM inversion of x under its factual condition.
+   deterministic DDIM inversion of x under its factual condition (``residual``: with the per-step residuals that make
+   decoding under the factual condition return x exactly).
 2. Action: ``do(k = c)`` moves block z_k by ``g_k(c) - g_k(y_k)`` (keeping the individual's deviation; mode
    ``replace`` sets ``z_k = g_k(c)``); a discrete node whose class the intervention switches draws its deviation
    from the target class's exogenous prior instead (seeded: what a lesion-free image cannot say, e.g. where the
@@ -14,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,9 +24,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from causaldiff.diffusion.sampler import EpsFn, LoopRunner, local_guidance
+from causaldiff.diffusion.sampler import EpsFn, LoopRunner, local_guidance, retrace
 from causaldiff.diffusion.schedule import DDIMTables, add_noise, invert_tables, sample_tables
-from causaldiff.inference.sites import SiteBank, abduct_sites, site_loop
+from causaldiff.inference.sites import BUMP_AT, SiteBank, abduct_sites, site_loop
 from causaldiff.interventions import Intervention, resolve
 from causaldiff.models.causal_diffae import CausalDiffAE
 
@@ -33,12 +35,14 @@ Labels = dict[str, Tensor]
 
 @dataclass
 class Abduction:
-    """What abduction recovers for a batch: labels (given or read out), z (B, n, d), s (B, style), noise x_T."""
+    """What abduction recovers for a batch: labels (given or read out), z (B, n, d), s (B, style), noise x_T, and
+    with ``inversion='residual'`` the per-step residuals (S, B, C, H, W) that make the factual decoding exact."""
 
     labels: Labels
     z: Tensor
     s: Tensor
     noise: Tensor
+    residuals: Tensor | None = None
 
 
 @dataclass
@@ -51,6 +55,7 @@ class CounterfactualOutput:
 
 
 GUIDE_AGAINST = ("factual", "local", "masked", "null", "site")  # what guidance pushes away from (see the class)
+INVERSIONS = ("ddim", "fixed-point", "residual", "none")  # how the decoder's noise is abducted (see the class)
 
 
 class CounterfactualPipeline:
@@ -64,8 +69,10 @@ class CounterfactualPipeline:
             labels, as an intervened block moves with its own), ``mechanisms`` (through the learned latent SCM) or
             ``none`` (only the intervened blocks change). ``labels`` measures best (brain32: the effect gain of
             do(sex), do(age), read off the anatomy they act through, 0.00 / 0.12 with ``mechanisms``, 0.89 / 0.95).
-        inversion: ``ddim`` (plain), ``fixed-point`` (exact, ``1 + fixed_point_iters`` calls a step) or ``none``
-            (x_T drawn by forward-noising x to the last step, as the published CausalDiffAE code does).
+        inversion: ``ddim`` (plain), ``fixed-point`` (a nearer inverse, ``1 + fixed_point_iters`` calls a step),
+            ``residual`` (plain, plus the residuals that make the factual decoding retrace the inversion's path: a
+            null intervention returns x exactly; see :func:`retrace`) or ``none`` (x_T drawn by forward-noising x to
+            the last step, as the published CausalDiffAE code does).
         guide_against: what guidance ``w`` pushes away from: ``factual`` (the image's own condition, so only the
             intervened change is amplified and everything else stays as decoded), ``local`` (the same, amplified
             only on the pixels where the prediction changes most: see :func:`local_guidance`), ``masked`` (as
@@ -85,7 +92,7 @@ class CounterfactualPipeline:
                  exogenous: str = "sample", capture: bool = False):
         for name, value, options in (("mode", mode, ("shift", "replace")),
                                      ("propagation", propagation, ("mechanisms", "labels", "none")),
-                                     ("inversion", inversion, ("ddim", "fixed-point", "none")),
+                                     ("inversion", inversion, INVERSIONS),
                                      ("guide_against", guide_against, GUIDE_AGAINST),
                                      ("exogenous", exogenous, ("sample", "keep"))):
             if value not in options:
@@ -104,7 +111,7 @@ class CounterfactualPipeline:
         self._warned: set[str] = set()
         self.site_banks: dict[str, SiteBank] = {}
         self.site_source: Callable[[], tuple[Tensor, Labels]] | None = None  # images + labels to fit banks from
-        self.site_options: dict = {}  # gain / disk_px overrides of site_loop's (for ablations)
+        self.site_options: dict = {}  # t_bump / gain / disk_px overrides of site_loop's (for ablations)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", **kwargs) -> CounterfactualPipeline:
@@ -128,12 +135,14 @@ class CounterfactualPipeline:
         mu_u, _, mu_s, _ = m.encode(x)
         z = m.mechanisms(mu_u)
         labels = self._labels(labels, z)
-        tables = self._schedule("invert", steps)
+        tables, cond, residuals = self._schedule("invert", steps), m.condition(z, mu_s), None
         if self.inversion == "none":  # a sample of q(x_T | x)
             noise = add_noise(x, torch.randn(x.shape, generator=generator).to(x.device), tables.a_to[-1])
+        elif self.inversion == "residual":
+            noise, residuals = retrace(m.eps, x, cond, tables, self._schedule("sample", steps))
         else:
-            noise = self.run_loop(m.eps, x, m.condition(z, mu_s), tables, fixed_point_iters=self.inversion_iters)
-        return Abduction(labels, z, mu_s, noise)
+            noise = self.run_loop(m.eps, x, cond, tables, fixed_point_iters=self.inversion_iters)
+        return Abduction(labels, z, mu_s, noise, residuals)
 
     @torch.no_grad()
     def intervene(self, ab: Abduction, do, generator: torch.Generator | None = None) -> tuple[Tensor, Labels]:
@@ -166,30 +175,32 @@ class CounterfactualPipeline:
 
     @torch.no_grad()
     def predict(self, noise: Tensor, cf_z: Tensor, s: Tensor, steps: int = 50, guidance: float = 1.0,
-                z: Tensor | None = None, sites: Tensor | None = None) -> Tensor:
+                z: Tensor | None = None, sites: Tensor | None = None, residuals: Tensor | None = None) -> Tensor:
         """Decode x_T (B, C, H, W) under the counterfactual condition [cf_z, s]; returns cf_x clamped to [-1, 1].
 
         ``z`` (B, n, d), the factual latents, is what guidance pushes away from when ``guide_against='factual'``.
         ``sites`` (B, 3), with ``guide_against='site'``: where to draw a switched-on finding (NaN rows: nowhere).
+        ``residuals`` (S, B, C, H, W): an exact abduction's (``inversion='residual'``), added after each step.
         """
         m = self.model
         tables, cond = self._schedule("sample", steps), m.condition(cf_z, s)
         keeps_factual = self.guide_against in ("masked", "site")
+        run = functools.partial(self.run_loop, tables=tables, residuals=residuals)
         if guidance == 1.0 and (not keeps_factual or z is None) and sites is None:  # no factual decoding to keep
-            return self.run_loop(m.eps, noise, cond, tables).clamp(-1, 1)
+            return run(m.eps, noise, cond).clamp(-1, 1)
         if self.guide_against == "null":
-            return self.run_loop(m.eps, noise, cond, tables, guidance, m.null_condition(1)).clamp(-1, 1)
+            return run(m.eps, noise, cond, guidance=guidance, null=m.null_condition(1)).clamp(-1, 1)
         if z is None:
             raise ValueError("guidance against the factual condition needs the factual latents z")
         if self.guide_against == "factual":
-            return self.run_loop(m.eps, noise, cond, tables, guidance, m.condition(z, s)).clamp(-1, 1)
+            return run(m.eps, noise, cond, guidance=guidance, null=m.condition(z, s)).clamp(-1, 1)
         if sites is not None and bool(sites[:, 0].isfinite().any()):
-            t_bump = m.scheduler_config["num_train_timesteps"] // 2
-            return site_loop(m.eps, noise, cond, m.condition(z, s), tables, guidance, sites, t_bump,
-                             **self.site_options).clamp(-1, 1)
+            options = {"t_bump": round(BUMP_AT * m.scheduler_config["num_train_timesteps"]), **self.site_options}
+            return site_loop(m.eps, noise, cond, m.condition(z, s), tables, guidance, sites, residuals=residuals,
+                             **options).clamp(-1, 1)
         outside = 0.0 if keeps_factual else 1.0
         eps = self._local_eps.setdefault(guidance, local_guidance(m.eps, guidance, outside=outside))
-        return self.run_loop(eps, noise, torch.cat([cond, m.condition(z, s)], dim=1), tables).clamp(-1, 1)
+        return run(eps, noise, torch.cat([cond, m.condition(z, s)], dim=1)).clamp(-1, 1)
 
     def __call__(self, x: Tensor, labels: Labels | None = None, do=(), steps: int = 50, guidance: float = 1.0,
                  generator: torch.Generator | None = None) -> CounterfactualOutput:
@@ -205,8 +216,9 @@ class CounterfactualPipeline:
         cf_z = torch.cat([c[0] for c in cf])
         sites = torch.cat([self.draw_sites(ab.labels, c[1], steps, generator) for c in cf]) \
             if self.guide_against == "site" else None
+        residuals = None if ab.residuals is None else ab.residuals.repeat(1, k, 1, 1, 1)
         cf_x = self.predict(ab.noise.repeat(k, 1, 1, 1), cf_z, ab.s.repeat(k, 1), steps, guidance, ab.z.repeat(k, 1, 1),
-                            sites)
+                            sites, residuals)
         return [CounterfactualOutput(cf_x[j * b:(j + 1) * b], cf[j][1], ab.noise, ab.z, cf[j][0]) for j in range(k)]
 
     # ------------------------------------------------------------------ site codes (guide_against="site")

@@ -8,11 +8,12 @@ therefore its own exogenous code, kept outside the network:
   3×3-smoothed |x̂(do(node=0)) − x|, with that change's height (:func:`abduct_sites`);
 - **drawn** from a bank of such sites (:class:`SiteBank`, the empirical prior) when ``do()`` switches the node on,
   seeded, so several seeds give several plausible counterfactuals;
-- **decoded** by :func:`site_loop`: a Gaussian bump of the bank's height is placed at the site once, at the first
-  sampling step at or below half of the training timesteps (x_t += sqrt(ā_t) · bump: an x0 bump, the rare
+- **decoded** by :func:`site_loop`: a Gaussian bump of 1.5 × the bank's height is placed at the site once, at the
+  first sampling step at or below a tenth of the training timesteps (x_t += sqrt(ā_t) · bump: an x0 bump, the rare
   class's initial-noise nudge), and guidance w acts only inside a disk around the site while every other pixel is
   decoded under the factual condition (the masked sampling of Fontanella et al., 2023, with the mask given by the
-  site instead of the prediction change).
+  site instead of the prediction change). A late, small nudge draws a lesion near the real size; an early one
+  (t = T/2) needs 8 × the height and draws it twice the real area (guidance.md, "Site codes").
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from causaldiff.diffusion.sampler import EpsFn, local_weight
 from causaldiff.diffusion.schedule import DDIMTables
 
 SIGMA_PX, DISK_PX = 1.0, 3.5  # bump width and guidance disk radius, in pixels of a 32 px image (scaled with size)
-BUMP_GAIN = 8.0  # the bump's height over the bank's: a nudge at t = T/2 that guidance grows into the finding
+BUMP_GAIN = 1.5  # the bump's height over the bank's: a nudge that guidance grows into the finding
+BUMP_AT = 0.1  # the nudge's timestep, as a fraction of the training timesteps
 BUMP_MEAN_3X3 = float(sum(torch.exp(torch.tensor(-(dy * dy + dx * dx) / 2.0)) for dy in (-1, 0, 1)
                           for dx in (-1, 0, 1)) / 9)  # a unit 1 px-σ bump's 3×3 mean at its peak (0.544)
 
@@ -70,13 +72,15 @@ def site_maps(sites: Tensor, size: int, gain: float = BUMP_GAIN, disk_px: float 
 
 
 def site_loop(eps_fn: EpsFn, noise: Tensor, c_cf: Tensor, c_f: Tensor, tables: DDIMTables, guidance: float,
-              sites: Tensor, t_bump: int, gain: float = BUMP_GAIN, disk_px: float = DISK_PX) -> Tensor:
+              sites: Tensor, t_bump: int, gain: float = BUMP_GAIN, disk_px: float = DISK_PX,
+              residuals: Tensor | None = None) -> Tensor:
     """DDIM decoding of ``noise`` (B, C, H, W) that draws a finding at ``sites`` (B, 3); NaN rows (images whose
     finding is not switched on) are decoded with masked guidance (:func:`local_weight`, 0 outside the mask).
 
     For drawn images: ``eps = eps_f + W (eps_cf - eps_f)`` with W = ``guidance`` inside the site's disk and 0
     outside (the rest stays the factual decoding), and the site's bump added once at the first step with
-    t <= ``t_bump``. One network call of 2B a step; no host sync inside the loop.
+    t <= ``t_bump``. ``residuals`` (S, B, C, H, W) of an exact abduction are added after each step. One network
+    call of 2B a step; no host sync inside the loop.
     """
     bump, disk = site_maps(sites.to(noise.device), noise.shape[-1], gain, disk_px)
     drawn = sites[:, 0].isfinite().to(noise.device).view(-1, 1, 1, 1)
@@ -91,6 +95,8 @@ def site_loop(eps_fn: EpsFn, noise: Tensor, c_cf: Tensor, c_f: Tensor, tables: D
         eps_cf, eps_f = eps_fn(torch.cat([x, x]), torch.cat([step.t, step.t]), torch.cat([c_cf, c_f])).chunk(2)
         w = weight if all_drawn else torch.where(drawn, weight, local_weight(eps_cf, eps_f, guidance, outside=0.0))
         x = ddim_update(x, torch.addcmul(eps_f, w, eps_cf - eps_f), None, step)
+        if residuals is not None:
+            x = x + residuals[i]
     return x
 
 
@@ -99,5 +105,5 @@ def abduct_sites(pipe, x: Tensor, labels: dict[str, Tensor], node: str, steps: i
     """(B, 3) sites of ``node``'s finding in images x (B, C, H, W) that show it: where do(node=0) changes them most."""
     ab = pipe.abduct(x, labels, steps)
     cf_z, _ = pipe.intervene(ab, {node: 0.0}, torch.Generator().manual_seed(0))
-    removed = pipe.predict(ab.noise, cf_z, ab.s, steps, 1.0, ab.z)
+    removed = pipe.predict(ab.noise, cf_z, ab.s, steps, 1.0, ab.z, residuals=ab.residuals)
     return change_peaks(x.to(removed.device), removed).cpu()
