@@ -180,6 +180,8 @@ def test_residual_inversion_returns_x_under_a_null_intervention(tiny_ckpt, guide
     if guide_against != "null":  # classifier-free guidance amplifies the condition even when it is unchanged
         assert (null.cf_x - inp.x).abs().max().item() * 127.5 < 1e-3
     assert (moved.cf_x - inp.x).abs().mean().item() * 127.5 > 0.5
+    with pytest.raises(ValueError, match="residuals are for 20 steps; decode it with steps=20, not 10"):
+        pipe.counterfactuals(ab, ["light_angle=100"], steps=10)
 
 
 @pytest.mark.parametrize("propagation", ["none", "labels", "mechanisms"])

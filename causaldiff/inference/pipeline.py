@@ -183,6 +183,9 @@ class CounterfactualPipeline:
         ``residuals`` (S, B, C, H, W): an exact abduction's (``inversion='residual'``), added after each step.
         """
         m = self.model
+        if residuals is not None and residuals.shape[0] != steps:
+            raise ValueError(f"this abduction's residuals are for {residuals.shape[0]} steps; decode it with "
+                             f"steps={residuals.shape[0]}, not {steps}")
         tables, cond = self._schedule("sample", steps), m.condition(cf_z, s)
         keeps_factual = self.guide_against in ("masked", "site")
         run = functools.partial(self.run_loop, tables=tables, residuals=residuals)
