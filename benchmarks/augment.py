@@ -33,7 +33,7 @@ from causaldiff.augment import plan_balance
 from causaldiff.data.worlds import get_world
 from causaldiff.evaluation.predictor import AntiCausalPredictor
 from causaldiff.inference.batch import InferenceOptions, counterfactuals
-from causaldiff.inference.pipeline import GUIDE_AGAINST
+from causaldiff.inference.pipeline import GUIDE_AGAINST, INVERSIONS
 from causaldiff.io import atomic_write_text
 from causaldiff.pixels import to_unit
 from causaldiff.viz import grid_image, save_png, stack_vertical
@@ -142,7 +142,7 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, default=3.0)
     ap.add_argument("--guide-against", default="factual", choices=GUIDE_AGAINST)
     ap.add_argument("--exogenous", default="sample", choices=["sample", "keep"])
-    ap.add_argument("--inversion", default="ddim", choices=["ddim", "fixed-point", "residual"])
+    ap.add_argument("--inversion", default="ddim", choices=INVERSIONS)
     ap.add_argument("--reference-per-class", type=int, default=1500)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "augment.json"))
     args = ap.parse_args()

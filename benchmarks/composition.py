@@ -14,7 +14,7 @@ from pathlib import Path
 
 from causaldiff.evaluation.evaluate import eval_data
 from causaldiff.evaluation.metrics import l1_255
-from causaldiff.inference.pipeline import CounterfactualPipeline
+from causaldiff.inference.pipeline import INVERSIONS, CounterfactualPipeline
 from causaldiff.io import atomic_write_text
 from causaldiff.models.causal_diffae import CausalDiffAE
 
@@ -25,8 +25,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=32)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--cycles", type=int, default=10)
-    ap.add_argument("--inversions", nargs="*", default=["ddim", "fixed-point", "residual"],
-                    choices=["ddim", "fixed-point", "residual"])
+    ap.add_argument("--inversions", nargs="*", default=list(INVERSIONS), choices=INVERSIONS)
     ap.add_argument("--out", help="default: benchmarks/results/composition_<checkpoint name>.json")
     args = ap.parse_args()
     out = args.out or Path(__file__).parent / "results" / f"composition_{Path(args.checkpoint).stem}.json"

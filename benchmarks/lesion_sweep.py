@@ -26,7 +26,7 @@ import torch
 
 from causaldiff.data.worlds import get_world
 from causaldiff.evaluation.predictor import AntiCausalPredictor
-from causaldiff.inference.pipeline import GUIDE_AGAINST, CounterfactualPipeline
+from causaldiff.inference.pipeline import GUIDE_AGAINST, INVERSIONS, CounterfactualPipeline
 from causaldiff.io import atomic_write_text
 from causaldiff.pixels import to_unit
 
@@ -97,7 +97,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", default="brain32")
     ap.add_argument("--predictor", default=str(Path(__file__).parent / "predictors" / "brain32.ckpt"))
     ap.add_argument("--guide-against", default="local", choices=GUIDE_AGAINST)
-    ap.add_argument("--inversion", default="ddim", choices=["ddim", "fixed-point", "residual"])
+    ap.add_argument("--inversion", default="ddim", choices=INVERSIONS)
     ap.add_argument("--site-gain", type=float, help="--guide-against site: bump height over the bank's")
     ap.add_argument("--site-disk", type=float, help="--guide-against site: guidance disk radius (px at 32 px)")
     ap.add_argument("--site-t", type=int, help="--guide-against site: the bump's timestep")

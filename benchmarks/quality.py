@@ -28,7 +28,7 @@ from causaldiff.evaluation.evaluate import Evaluator, eval_data
 from causaldiff.evaluation.predictor import AntiCausalPredictor, PredictorModule, export_predictor
 from causaldiff.evaluation.report import markdown
 from causaldiff.inference.batch import InferenceOptions
-from causaldiff.inference.pipeline import GUIDE_AGAINST
+from causaldiff.inference.pipeline import GUIDE_AGAINST, INVERSIONS
 from causaldiff.io import atomic_write_text
 from causaldiff.models.causal_diffae import CausalDiffAE
 from causaldiff.training.callbacks import GridCallback
@@ -122,7 +122,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="*", help="one checkpoint per world (default: the shipped <world>32)")
     ap.add_argument("--train", action="store_true", help="train each world's model from its config instead")
     ap.add_argument("--variants", nargs="*", help="pipeline variants to evaluate (default: all)")
-    ap.add_argument("--inversion", default="ddim", choices=["ddim", "fixed-point", "residual"],
+    ap.add_argument("--inversion", default="ddim", choices=INVERSIONS,
                     help="abduction of the noise")
     ap.add_argument("--guidance", type=float, default=1.0, help="guidance weight w")
     ap.add_argument("--guide-against", default="factual", choices=GUIDE_AGAINST)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from causaldiff.inference.pipeline import GUIDE_AGAINST
+from causaldiff.inference.pipeline import GUIDE_AGAINST, INVERSIONS
 
 
 def add_inference_args(p: argparse.ArgumentParser, batch_size: int = 32) -> None:
@@ -29,7 +29,7 @@ def add_inference_args(p: argparse.ArgumentParser, batch_size: int = 32) -> None
     p.add_argument("--propagation", choices=["labels", "mechanisms", "none"], default="labels",
                    help="how the intervened nodes' descendants follow: to their counterfactual labels from the "
                    "attribute SCM (default; measured best), through the learned latent mechanisms, or not at all")
-    p.add_argument("--inversion", choices=["ddim", "fixed-point", "residual"], default="ddim",
+    p.add_argument("--inversion", choices=INVERSIONS, default="ddim",
                    help="abduction of the decoder's noise: plain DDIM inversion; fixed-point inversion (4 network "
                    "calls a step; reconstructs more closely); or residual (2 calls a step: DDIM with per-step "
                    "residuals, so what the intervention does not change comes back exactly)")

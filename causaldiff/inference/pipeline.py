@@ -55,7 +55,8 @@ class CounterfactualOutput:
 
 
 GUIDE_AGAINST = ("factual", "local", "masked", "null", "site")  # what guidance pushes away from (see the class)
-INVERSIONS = ("ddim", "fixed-point", "residual", "none")  # how the decoder's noise is abducted (see the class)
+INVERSIONS = ("ddim", "fixed-point", "residual")  # how the decoder's noise is abducted (see the class; the
+# evaluation's no-abduction peer adds "none")
 
 
 class CounterfactualPipeline:
@@ -92,7 +93,7 @@ class CounterfactualPipeline:
                  exogenous: str = "sample", capture: bool = False):
         for name, value, options in (("mode", mode, ("shift", "replace")),
                                      ("propagation", propagation, ("mechanisms", "labels", "none")),
-                                     ("inversion", inversion, INVERSIONS),
+                                     ("inversion", inversion, (*INVERSIONS, "none")),
                                      ("guide_against", guide_against, GUIDE_AGAINST),
                                      ("exogenous", exogenous, ("sample", "keep"))):
             if value not in options:
