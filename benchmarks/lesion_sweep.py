@@ -12,7 +12,7 @@ so a quarter of real lesions are central, over the ventricles); the L1 to the re
 Run: ``python benchmarks/lesion_sweep.py --checkpoint brain32 --guide-against local --weights 1 3``; writes
 benchmarks/results/guidance/lesion_sweep_<guide>[_<inversion>][_gain<g>][_disk<r>].json. ``--guide-against site``
 draws at sites from the model's site bank (fitted from the checkpoint's training split); ``--site-gain``,
-``--site-disk`` and ``--site-t`` override its bump height, guidance disk and bump timestep
+``--site-disk`` and ``--site-t`` override its transplant's gain, guidance disk and timestep
 (see causaldiff.inference.sites).
 """
 
@@ -98,9 +98,9 @@ def main() -> None:
     ap.add_argument("--predictor", default=str(Path(__file__).parent / "predictors" / "brain32.ckpt"))
     ap.add_argument("--guide-against", default="local", choices=GUIDE_AGAINST)
     ap.add_argument("--inversion", default="ddim", choices=INVERSIONS)
-    ap.add_argument("--site-gain", type=float, help="--guide-against site: bump height over the bank's")
+    ap.add_argument("--site-gain", type=float, help="--guide-against site: the transplanted patch over the banked one")
     ap.add_argument("--site-disk", type=float, help="--guide-against site: guidance disk radius (px at 32 px)")
-    ap.add_argument("--site-t", type=int, help="--guide-against site: the bump's timestep")
+    ap.add_argument("--site-t", type=int, help="--guide-against site: the transplant's timestep")
     ap.add_argument("--exogenous", nargs="*", default=["sample", "keep"], choices=["sample", "keep"])
     ap.add_argument("--weights", nargs="*", type=float, default=[1.0, 2.0, 3.0, 4.0])
     ap.add_argument("--n", type=int, default=64)

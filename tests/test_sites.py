@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from causaldiff.inference.pipeline import CounterfactualPipeline
-from causaldiff.inference.sites import SiteBank, change_peaks, site_maps
+from causaldiff.inference.sites import SiteBank, Sites, change_peaks, patches_at, place_patches, site_disk
 from tests.helpers import tiny_model
 
 
@@ -19,30 +19,41 @@ def test_change_peaks_finds_the_site_and_height_of_a_removed_bump():
     x = bumps([10, 25], [20, 4], 0.8) - 0.3
     peaks = change_peaks(x, torch.full_like(x, -0.3))
     torch.testing.assert_close(peaks[:, :2], torch.tensor([[10.5, 20.5], [25.5, 4.5]]) / 32)
-    torch.testing.assert_close(peaks[:, 2], torch.tensor([0.8, 0.8]), atol=1e-4, rtol=0)
+    height = 0.8 * sum(torch.exp(torch.tensor(-(dy * dy + dx * dx) / 2.0)) for dy in (-1, 0, 1)
+                       for dx in (-1, 0, 1)) / 9
+    torch.testing.assert_close(peaks[:, 2], height.repeat(2), atol=1e-4, rtol=0)  # the 3×3 mean at the peak
     dark = change_peaks(-x, torch.full_like(x, 0.3))  # a darker finding: the same sites, a negative height
     torch.testing.assert_close(dark[:, :2], peaks[:, :2])
-    torch.testing.assert_close(dark[:, 2], torch.tensor([-0.8, -0.8]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(dark[:, 2], -peaks[:, 2])
 
 
-def test_site_bank_draws_stored_sites_seeded_and_refuses_an_empty_one():
-    bank = SiteBank(torch.arange(15.0).reshape(5, 3))
+def test_site_bank_draws_stored_codes_seeded_and_refuses_bad_shapes():
+    bank = SiteBank(torch.arange(15.0).reshape(5, 3), torch.arange(5.0).view(5, 1, 1, 1).expand(5, 1, 3, 3))
     draw = lambda seed: bank.sample(64, torch.Generator().manual_seed(seed))  # noqa: E731
-    assert torch.equal(draw(1), draw(1)) and not torch.equal(draw(1), draw(2))
-    assert {tuple(r) for r in draw(3).tolist()} <= {tuple(r) for r in bank.sites.tolist()}
+    assert torch.equal(draw(1).where, draw(1).where) and not torch.equal(draw(1).where, draw(2).where)
+    d = draw(3)
+    assert {tuple(r) for r in d.where.tolist()} <= {tuple(r) for r in bank.sites.tolist()}
+    assert torch.equal(d.patches[:, 0, 1, 1], d.where[:, 0] / 3)  # each site keeps its own patch
     with pytest.raises(ValueError, match=r"site bank needs \(M >= 1, 3\) sites"):
-        SiteBank(torch.zeros(0, 3))
+        SiteBank(torch.zeros(0, 3), torch.zeros(0, 1, 3, 3))
+    with pytest.raises(ValueError, match=r"needs \(M, C, P, P\) patches for its 5 sites, got \(4, 1, 3, 3\)"):
+        SiteBank(torch.zeros(5, 3), torch.zeros(4, 1, 3, 3))
 
 
-def test_site_maps_put_the_bump_and_disk_at_the_site_scaled_with_the_image():
-    sites = torch.tensor([[16.5 / 64, 48.5 / 64, 0.5], [float("nan")] * 3])  # pixel (16, 48)'s centre
-    bump, disk = site_maps(sites, 64, gain=2.0, disk_px=2.5)
-    assert bump.shape == disk.shape == (2, 1, 64, 64)
-    peak = bump[0, 0].flatten().argmax()
-    assert (int(peak // 64), int(peak % 64)) == (16, 48)
-    assert bump[0].max().item() == pytest.approx(1.0, abs=1e-6)  # gain 2 × height 0.5
+def test_a_patch_taken_at_a_site_is_put_back_there_and_the_disk_scales_with_the_image():
+    change = bumps([16, 3], [48, 60], 0.7, size=64)  # one near the border: zero-padded
+    where = torch.tensor([[16.5 / 64, 48.5 / 64, 0.7], [3.5 / 64, 60.5 / 64, 0.7]])
+    patches = patches_at(change, where)
+    assert patches.shape == (2, 1, 13, 13)  # 7 px at 32 px, 13 at 64
+    assert patches[0, 0, 6, 6].item() == pytest.approx(0.7) and patches[1, 0, 6, 6].item() == pytest.approx(0.7)
+    placed = place_patches(Sites(where, patches), 64)
+    assert (placed - change).abs().amax() < 1e-6  # what the windows held comes back in place
+    nothing = place_patches(Sites(torch.full((1, 3), float("nan")), patches[:1]), 64)
+    assert nothing.abs().sum() == 0  # NaN row: nothing drawn
+    disk = site_disk(torch.cat([where[:1], torch.full((1, 3), float("nan"))]), 64, disk_px=2.5)
+    assert disk.shape == (2, 1, 64, 64) and disk[0, 0, 16, 48]
     assert disk[0].sum().item() == pytest.approx(3.14159 * 5 ** 2, rel=0.15)  # radius 2.5 px at 32 px = 5 px at 64
-    assert bump[1].abs().sum() == 0 and not disk[1].any()  # NaN row: nothing drawn
+    assert not disk[1].any()
 
 
 @pytest.fixture(scope="module")
@@ -70,11 +81,11 @@ def test_site_guidance_draws_at_seeded_sites_from_the_bank_and_leaves_unswitched
     a, b = cf(1), cf(1)
     assert torch.equal(a.cf_x, b.cf_x)  # same seed, same site, same image
     sites = pipe.draw_sites(ab.labels, a.cf_labels, 3, torch.Generator().manual_seed(1))
-    assert sites[:, 0].isfinite().all()  # every lesion-free image is switched on
+    assert sites.drawn.all()  # every lesion-free image is switched on
     factual = pipe.predict(ab.noise, ab.z, ab.s, 3)
     change = (a.cf_x - factual).abs().mean(1).flatten(1)
     where = torch.stack([change.argmax(1) // 16, change.argmax(1) % 16], 1).float() + 0.5
-    assert (where - sites[:, :2] * 16).norm(dim=1).median() <= 2.0  # the largest change is at the drawn site
+    assert (where - sites.where[:, :2] * 16).norm(dim=1).median() <= 2.0  # the largest change is at the drawn site
     pos = torch.nonzero(labels["lesion"] == 1).flatten()[:3]  # already lesioned: nothing switched on
     ab1 = pipe.abduct(x[pos], {k: v[pos] for k, v in labels.items()}, steps=3)
     kept = pipe.counterfactuals(ab1, ["lesion=1"], 3, 3.0, torch.Generator().manual_seed(1))[0].cf_x
@@ -91,6 +102,8 @@ def test_site_guidance_draws_at_seeded_sites_from_the_bank_and_leaves_unswitched
     ab3 = exact.abduct(x[mixed], {k: v[mixed] for k, v in labels.items()}, steps=3)
     out3 = exact.counterfactuals(ab3, ["lesion=1"], 3, 3.0, torch.Generator().manual_seed(1))[0].cf_x
     assert (out3[2:] - x[mixed][2:]).abs().amax() < 1e-5 < 1e-3 < (out3[:2] - x[mixed][:2]).abs().amax()
+    changed = ((out3[:2] - x[mixed][:2]).abs() > 1e-5).sum((1, 2, 3))  # the drawn ones are the source outside the
+    assert (changed <= 13).all()  # disk of 3.5 px at 32 px (1.75 px at 16: at most 13 pixels)
 
 
 def test_fitting_sites_needs_an_image_that_shows_the_finding(brain):
@@ -104,12 +117,17 @@ def test_only_nodes_marked_local_get_sites_and_site_guidance_needs_one(brain):
     model, x, labels = brain
     assert [n for n, node in model.graph.nodes.items() if node.local] == ["lesion"]
     pipe = CounterfactualPipeline(model, guide_against="site")
-    pipe.site_banks["lesion"] = SiteBank(torch.tensor([[0.5, 0.5, 1.0]]))
+    pipe.site_banks["lesion"] = SiteBank(torch.tensor([[0.5, 0.5, 1.0]]), torch.ones(1, 1, 5, 5))  # 16 px: 5 × 5
     zeros = {k: torch.zeros(4) for k in model.graph.order}
     ones = {k: torch.ones(4) for k in model.graph.order}
-    assert pipe.draw_sites(zeros, {**zeros, "sex": torch.ones(4)})[:, 0].isnan().all()  # sex is not local
-    assert torch.equal(pipe.draw_sites(zeros, ones), torch.tensor([[0.5, 0.5, 1.0]] * 4))
-    assert pipe.draw_sites(ones, ones)[:, 0].isnan().all()  # already shown: nothing drawn
+    assert not pipe.draw_sites(zeros, {**zeros, "sex": torch.ones(4)}).drawn.any()  # sex is not local
+    drawn = pipe.draw_sites(zeros, ones)
+    assert torch.equal(drawn.where, torch.tensor([[0.5, 0.5, 1.0]] * 4))
+    assert torch.equal(drawn.patches, torch.ones(4, 1, 5, 5))
+    assert not pipe.draw_sites(ones, ones).drawn.any()  # already shown: nothing drawn
+    pipe.site_banks["lesion"] = SiteBank(torch.tensor([[0.5, 0.5, 1.0]]), torch.ones(1, 1, 7, 7))
+    with pytest.raises(ValueError, match=r"holds \(1, 7, 7\) patches; this model needs \(1, 5, 5\)"):
+        pipe.draw_sites(zeros, ones)
     pendulum, _ = tiny_model("pendulum")
     with pytest.raises(ValueError, match="needs a node marked local: true"):
         CounterfactualPipeline(pendulum, guide_against="site")
@@ -129,6 +147,8 @@ def test_local_is_a_binary_nodes_flag_in_the_graph_config():
 def test_the_bank_keeps_the_findings_polarity_and_drops_peaks_of_the_other_sign(brain, monkeypatch):
     model, x, labels = brain
     peaks = torch.tensor([[0.2, 0.2, 0.5], [0.3, 0.3, 0.6], [0.4, 0.4, -0.2], [0.5, 0.5, 0.4]])
-    monkeypatch.setattr("causaldiff.inference.pipeline.abduct_sites", lambda *a: peaks)
+    patches = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 1, 5, 5)
+    monkeypatch.setattr("causaldiff.inference.pipeline.abduct_sites", lambda *a: (peaks, patches))
     bank = CounterfactualPipeline(model, guide_against="site").fit_sites("lesion", x, labels)
     torch.testing.assert_close(bank.sites, peaks[[0, 1, 3]])
+    torch.testing.assert_close(bank.patches, patches[[0, 1, 3]])

@@ -18,9 +18,9 @@ def add_inference_args(p: argparse.ArgumentParser, batch_size: int = 32) -> None
                    "grows; default), the same only on the pixels where the prediction changes most (local: for "
                    "local changes such as a lesion, the rest decoded as without guidance), masked (as local, the rest "
                    "kept as reconstructed, also at w = 1), the null condition (classifier-free guidance: the whole "
-                   "condition grows), or site (a node marked local: true, e.g. a lesion, switched on is drawn at a "
-                   "site sampled from where the model found it in its training images, seeded by --seed; try w = 3 "
-                   "with --inversion residual)")
+                   "condition grows), or site (a node marked local: true, e.g. a lesion, switched on is transplanted: "
+                   "a site and appearance drawn, seeded by --seed, from those the model's removal found in its "
+                   "training images, the rest of the image kept; try w = 3 with --inversion residual)")
     p.add_argument("--exogenous", choices=["sample", "keep"], default="sample",
                    help="a discrete node whose class do() switches: draw what the label does not say (a lesion's "
                    "site) from the target class's prior, seeded by --seed (default), or keep the abducted deviation")

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from causaldiff.diffusion.sampler import EpsFn, LoopRunner, local_guidance, retrace
 from causaldiff.diffusion.schedule import DDIMTables, add_noise, invert_tables, sample_tables
-from causaldiff.inference.sites import BUMP_AT, SiteBank, abduct_sites, site_loop
+from causaldiff.inference.sites import BUMP_AT, SiteBank, Sites, abduct_sites, patch_side, site_loop
 from causaldiff.interventions import Intervention, resolve
 from causaldiff.models.causal_diffae import CausalDiffAE
 
@@ -79,8 +79,9 @@ class CounterfactualPipeline:
             only on the pixels where the prediction changes most: see :func:`local_guidance`), ``masked`` (as
             ``local``, and the other pixels decoded under the factual condition, so they stay as reconstructed; it
             applies at w = 1 too), ``null`` (classifier-free guidance, Ho & Salimans 2022: the whole condition is
-            amplified) or ``site`` (a node marked ``local`` that do() switches on is drawn at a site sampled from
-            the sites where it was seen, seeded, with guidance only around it and the rest kept as reconstructed; see
+            amplified) or ``site`` (a node marked ``local`` that do() switches on is transplanted: a site and
+            appearance drawn, seeded, from those abducted where it was seen, added late in the decoding, with
+            guidance only around it and every other pixel the factual decoding's; see
             :mod:`causaldiff.inference.sites`; other images as ``masked``). Its site banks come from
             :meth:`fit_sites`, or from ``site_source`` on first use.
         exogenous: ``sample`` draws a switched discrete node's deviation from its class prior; ``keep`` shifts the
@@ -176,11 +177,12 @@ class CounterfactualPipeline:
 
     @torch.no_grad()
     def predict(self, noise: Tensor, cf_z: Tensor, s: Tensor, steps: int = 50, guidance: float = 1.0,
-                z: Tensor | None = None, sites: Tensor | None = None, residuals: Tensor | None = None) -> Tensor:
+                z: Tensor | None = None, sites: Sites | None = None, residuals: Tensor | None = None) -> Tensor:
         """Decode x_T (B, C, H, W) under the counterfactual condition [cf_z, s]; returns cf_x clamped to [-1, 1].
 
         ``z`` (B, n, d), the factual latents, is what guidance pushes away from when ``guide_against='factual'``.
-        ``sites`` (B, 3), with ``guide_against='site'``: where to draw a switched-on finding (NaN rows: nowhere).
+        ``sites``, with ``guide_against='site'``: where and what to draw for a switched-on finding (see
+        :class:`~causaldiff.inference.sites.Sites`; NaN rows: nowhere).
         ``residuals`` (S, B, C, H, W): an exact abduction's (``inversion='residual'``), added after each step.
         """
         m = self.model
@@ -198,7 +200,7 @@ class CounterfactualPipeline:
             raise ValueError("guidance against the factual condition needs the factual latents z")
         if self.guide_against == "factual":
             return run(m.eps, noise, cond, guidance=guidance, null=m.condition(z, s)).clamp(-1, 1)
-        if sites is not None and bool(sites[:, 0].isfinite().any()):
+        if sites is not None and bool(sites.drawn.any()):
             options = {"t_bump": round(BUMP_AT * m.scheduler_config["num_train_timesteps"]), **self.site_options}
             return site_loop(m.eps, noise, cond, m.condition(z, s), tables, guidance, sites, residuals=residuals,
                              **options).clamp(-1, 1)
@@ -218,7 +220,7 @@ class CounterfactualPipeline:
         cf = [self.intervene(ab, do, generator) for do in dos]
         k, b = len(dos), ab.z.shape[0]
         cf_z = torch.cat([c[0] for c in cf])
-        sites = torch.cat([self.draw_sites(ab.labels, c[1], steps, generator) for c in cf]) \
+        sites = Sites.cat([self.draw_sites(ab.labels, c[1], steps, generator) for c in cf]) \
             if self.guide_against == "site" else None
         residuals = None if ab.residuals is None else ab.residuals.repeat(1, k, 1, 1, 1)
         cf_x = self.predict(ab.noise.repeat(k, 1, 1, 1), cf_z, ab.s.repeat(k, 1), steps, guidance, ab.z.repeat(k, 1, 1),
@@ -231,23 +233,30 @@ class CounterfactualPipeline:
         show = torch.nonzero(torch.as_tensor(labels[node]) == 1).flatten()[:n]
         if len(show) == 0:
             raise ValueError(f"no image with {node} = 1 to abduct {node}'s sites from")
-        peaks = abduct_sites(self, x[show], {k: torch.as_tensor(v)[show] for k, v in labels.items()}, node, steps)
-        polarity = peaks[:, 2].median().sign()  # the finding's own (brighter / darker); a peak of the other sign is
-        bank = SiteBank(peaks[peaks[:, 2].sign() == polarity])  # where the removal missed it and moved the rest
+        where, patches = abduct_sites(self, x[show], {k: torch.as_tensor(v)[show] for k, v in labels.items()}, node,
+                                      steps)
+        polarity = where[:, 2].median().sign()  # the finding's own (brighter / darker); a peak of the other sign is
+        kept = where[:, 2].sign() == polarity  # where the removal missed it and moved the rest
+        bank = SiteBank(where[kept], patches[kept])
         self.site_banks[node] = bank
         return bank
 
     def draw_sites(self, labels: Labels, cf_labels: Labels, steps: int = 20,
-                   generator: torch.Generator | None = None) -> Tensor:
-        """(B, 3) sites for the local nodes switched from 0 to 1 (the first such node per image; NaN rows: none)."""
-        b = len(next(iter(labels.values())))
-        sites = torch.full((b, 3), float("nan"))
+                   generator: torch.Generator | None = None) -> Sites:
+        """Site codes for the local nodes switched from 0 to 1 (the first such node per image; NaN rows: none)."""
+        b, m = len(next(iter(labels.values()))), self.model
+        p = patch_side(m.image_size)
+        sites = Sites(torch.full((b, 3), float("nan")), torch.zeros(b, m.channels, p, p))
         for node in self.graph.order:
             if not self.graph[node].local:
                 continue
-            on = (labels[node].cpu() == 0) & (cf_labels[node].cpu() == 1) & sites[:, 0].isnan()
+            on = (labels[node].cpu() == 0) & (cf_labels[node].cpu() == 1) & ~sites.drawn
             if bool(on.any()):
-                sites[on] = self._site_bank(node, steps).sample(int(on.sum()), generator)
+                drawn = self._site_bank(node, steps).sample(int(on.sum()), generator)
+                if drawn.patches.shape[1:] != sites.patches.shape[1:]:
+                    raise ValueError(f"{node}'s site bank holds {tuple(drawn.patches.shape[1:])} patches; this model "
+                                     f"needs {tuple(sites.patches.shape[1:])} (refit it with fit_sites)")
+                sites.where[on], sites.patches[on] = drawn.where, drawn.patches
         return sites
 
     def _site_bank(self, node: str, steps: int) -> SiteBank:

@@ -1,22 +1,27 @@
-"""Site codes: where a local finding (a lesion) that ``do()`` switches on is drawn.
+"""Site codes: where a local finding (a lesion) that ``do()`` switches on is drawn, and what it looks like.
 
-A binary node's finding can be local with an exogenous site: a lesion-free image cannot say where a lesion would be,
-and the causal latent of a model trained on images alone need not carry it (ablation.md section 7). The site is
-therefore its own exogenous code, kept outside the network:
+A binary node's finding can be local with an exogenous site and appearance: a lesion-free image cannot say where a
+lesion would be or what it would look like, and the causal latent of a model trained on images alone need not carry
+either (ablation.md section 7). They are therefore an exogenous code of their own, kept outside the network:
 
-- **abducted** from an image that shows the finding as where removing it changes the image most: the brightest
-  3×3-smoothed |x̂(do(node=0)) − x|, with that change's height (:func:`abduct_sites`);
-- **drawn** from a bank of such sites (:class:`SiteBank`, the empirical prior) when ``do()`` switches the node on,
+- **abducted** from an image that shows the finding by removing it: the site is where do(node=0) changes the image
+  most (the brightest 3×3-smoothed |x − x̂(do(node=0))|, with that change's signed height), the appearance is the
+  change itself in a small window around the site (:func:`abduct_sites`);
+- **drawn** from a bank of such codes (:class:`SiteBank`, the empirical prior) when ``do()`` switches the node on,
   seeded, so several seeds give several plausible counterfactuals;
-- **decoded** by :func:`site_loop`: a Gaussian bump of 1.5 × the bank's height is placed at the site once, at the
-  first sampling step at or below a tenth of the training timesteps (x_t += sqrt(ā_t) · bump: an x0 bump, the rare
-  class's initial-noise nudge), and guidance w acts only inside a disk around the site while every other pixel is
-  decoded under the factual condition (the masked sampling of Fontanella et al., 2023, with the mask given by the
-  site instead of the prediction change). A late, small nudge draws a lesion near the real size; an early one
-  (t = T/2) needs 8 × the height and draws it twice the real area (guidance.md, "Site codes").
+- **decoded** by :func:`site_loop`: the image follows its factual decoding until the first sampling step at or below
+  ``BUMP_AT`` of the training timesteps, where the banked change is added to x_t at the drawn site (x_t += sqrt(ā_t)
+  · patch: an x0 edit, a lesion transplant); from there guidance w acts inside a disk around the site and every
+  pixel outside the disk is taken from the factual decoding (the RePaint replacement of Lugmayr et al., 2022, with
+  the known region given by the site), so the rest of the image is the factual decoding exactly (with residual
+  abduction: the source itself). A late transplant keeps the real finding's size and contrast; a nudge the decoder
+  has to grow (a Gaussian bump at t = 0.1 T) draws blobs of every size, from none to several times a real one, and a
+  classifier trained on them finds fewer real lesions (guidance.md, "A transplant instead of a nudge").
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -26,84 +31,141 @@ from causaldiff.diffusion.kernels import ddim_update
 from causaldiff.diffusion.sampler import EpsFn, local_weight
 from causaldiff.diffusion.schedule import DDIMTables
 
-SIGMA_PX, DISK_PX = 1.0, 3.5  # bump width and guidance disk radius, in pixels of a 32 px image (scaled with size)
-BUMP_GAIN = 1.5  # the bump's height over the bank's: a nudge that guidance grows into the finding
-BUMP_AT = 0.1  # the nudge's timestep, as a fraction of the training timesteps
-BUMP_MEAN_3X3 = float(sum(torch.exp(torch.tensor(-(dy * dy + dx * dx) / 2.0)) for dy in (-1, 0, 1)
-                          for dx in (-1, 0, 1)) / 9)  # a unit 1 px-σ bump's 3×3 mean at its peak (0.544)
+DISK_PX = 3.5  # guidance disk radius around the site, in pixels of a 32 px image (scaled with size)
+PATCH_PX = 7  # side of the banked appearance window at 32 px (scaled with size, kept odd)
+BUMP_GAIN = 1.0  # the transplanted change over the banked one
+BUMP_AT = 0.05  # the transplant's timestep, as a fraction of the training timesteps
+
+
+def patch_side(size: int) -> int:
+    """The (odd) side of an appearance window for images of ``size`` px."""
+    return 2 * round((PATCH_PX // 2) * size / 32) + 1
+
+
+@dataclass
+class Sites:
+    """Site codes for a batch: ``where`` (B, 3) rows of (row, col) as fractions of the image side and the finding's
+    signed height (NaN rows: nothing drawn), ``patches`` (B, C, P, P) its appearance (the change its removal makes)."""
+
+    where: Tensor
+    patches: Tensor
+
+    @property
+    def drawn(self) -> Tensor:
+        """(B,) bool: the images that get a finding."""
+        return self.where[:, 0].isfinite()
+
+    @staticmethod
+    def cat(parts: list[Sites]) -> Sites:
+        return Sites(torch.cat([p.where for p in parts]), torch.cat([p.patches for p in parts]))
 
 
 def change_peaks(x: Tensor, removed: Tensor) -> Tensor:
     """(B, 3) sites where the 3×3-smoothed channel-mean x − removed is largest in size: (row, col) as fractions of
-    the image side (pixel centres) and the finding's signed height in [-1, 1] image units (> 0: brighter)."""
+    the image side (pixel centres) and the change's signed height there (> 0: brighter)."""
     change = F.avg_pool2d((x - removed).mean(1, keepdim=True), 3, 1, 1, count_include_pad=False).flatten(1)
     size = x.shape[-1]
     i = change.abs().argmax(1)
     rows, cols = (i // size).float(), (i % size).float()
-    height = change.gather(1, i[:, None])[:, 0]
-    return torch.stack([(rows + 0.5) / size, (cols + 0.5) / size, height / BUMP_MEAN_3X3], 1)
+    return torch.stack([(rows + 0.5) / size, (cols + 0.5) / size, change.gather(1, i[:, None])[:, 0]], 1)
+
+
+def _pixels(where: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """(B,) integer row and column of each site (NaN rows: 0)."""
+    rc = (where[:, :2].nan_to_num(0.5) * size).long().clamp(0, size - 1)
+    return rc[:, 0], rc[:, 1]
+
+
+def patches_at(change: Tensor, where: Tensor) -> Tensor:
+    """(B, C, P, P) windows of ``change`` (B, C, H, W) centred on each site of ``where`` (B, 3), zero-padded."""
+    p = patch_side(change.shape[-1])
+    padded = F.pad(change, (p // 2,) * 4)
+    rows, cols = _pixels(where, change.shape[-1])
+    return torch.stack([padded[k, :, r:r + p, c:c + p] for k, (r, c) in enumerate(zip(rows.tolist(), cols.tolist()))])
+
+
+def place_patches(sites: Sites, size: int) -> Tensor:
+    """(B, C, size, size): each drawn image's patch centred on its site, zero elsewhere (and for undrawn images)."""
+    b, c, p, _ = sites.patches.shape
+    canvas = sites.patches.new_zeros(b, c, size + p - 1, size + p - 1)
+    rows, cols = _pixels(sites.where, size)
+    for k, (r, col) in enumerate(zip(rows.tolist(), cols.tolist())):
+        canvas[k, :, r:r + p, col:col + p] = sites.patches[k]
+    drawn = sites.drawn.to(canvas.device).view(-1, 1, 1, 1)
+    return torch.where(drawn, canvas[:, :, p // 2:p // 2 + size, p // 2:p // 2 + size], 0.0)
+
+
+def site_disk(where: Tensor, size: int, disk_px: float = DISK_PX) -> Tensor:
+    """(B, 1, size, size) bool disk of radius ``disk_px`` (at 32 px) around each site (NaN rows: empty)."""
+    grid = (torch.arange(size, dtype=torch.float32, device=where.device) + 0.5) / size
+    dy = (grid.view(1, -1, 1) - where[:, 0].view(-1, 1, 1)) * size
+    dx = (grid.view(1, 1, -1) - where[:, 1].view(-1, 1, 1)) * size
+    return (dy ** 2 + dx ** 2 <= (disk_px * size / 32) ** 2)[:, None]  # NaN compares False
 
 
 class SiteBank:
-    """The empirical prior of a node's sites: (M, 3) rows of (row, col, height) (see :func:`change_peaks`)."""
+    """The empirical prior of a node's site codes: sites (M, 3) (see :func:`change_peaks`) and their appearance
+    patches (M, C, P, P) (see :func:`patches_at`)."""
 
-    def __init__(self, sites: Tensor):
+    def __init__(self, sites: Tensor, patches: Tensor):
         if sites.ndim != 2 or sites.shape[1] != 3 or sites.shape[0] == 0:
             raise ValueError(f"a site bank needs (M >= 1, 3) sites, got {tuple(sites.shape)}")
-        self.sites = sites.float().cpu()
+        if patches.ndim != 4 or patches.shape[0] != sites.shape[0] or patches.shape[-1] != patches.shape[-2]:
+            raise ValueError(f"a site bank needs (M, C, P, P) patches for its {sites.shape[0]} sites, "
+                             f"got {tuple(patches.shape)}")
+        self.sites, self.patches = sites.float().cpu(), patches.float().cpu()
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """(n, 3) sites drawn uniformly from the bank, seeded by ``generator`` (CPU)."""
-        return self.sites[torch.randint(self.sites.shape[0], (n,), generator=generator)]
-
-
-def site_maps(sites: Tensor, size: int, gain: float = BUMP_GAIN, disk_px: float = DISK_PX) -> tuple[Tensor, Tensor]:
-    """The bump (B, 1, size, size) of ``gain`` × each site's height (NaN rows: none) and the disk
-    (B, 1, size, size) bool of radius ``disk_px`` (at 32 px) around it where guidance acts."""
-    scale = size / 32
-    grid = (torch.arange(size, dtype=torch.float32, device=sites.device) + 0.5) / size
-    dy = (grid.view(1, -1, 1) - sites[:, 0].view(-1, 1, 1)) * size
-    dx = (grid.view(1, 1, -1) - sites[:, 1].view(-1, 1, 1)) * size
-    d2 = dy ** 2 + dx ** 2
-    bump = gain * sites[:, 2].view(-1, 1, 1) * torch.exp(-d2 / (2 * (SIGMA_PX * scale) ** 2))
-    disk = d2 <= (disk_px * scale) ** 2
-    drawn = sites[:, 0].isfinite().view(-1, 1, 1)
-    return torch.where(drawn, bump, 0.0)[:, None], (disk & drawn)[:, None]
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Sites:
+        """n site codes drawn uniformly from the bank, seeded by ``generator`` (CPU)."""
+        i = torch.randint(self.sites.shape[0], (n,), generator=generator)
+        return Sites(self.sites[i], self.patches[i])
 
 
 def site_loop(eps_fn: EpsFn, noise: Tensor, c_cf: Tensor, c_f: Tensor, tables: DDIMTables, guidance: float,
-              sites: Tensor, t_bump: int, gain: float = BUMP_GAIN, disk_px: float = DISK_PX,
+              sites: Sites, t_bump: int, gain: float = BUMP_GAIN, disk_px: float = DISK_PX,
               residuals: Tensor | None = None) -> Tensor:
-    """DDIM decoding of ``noise`` (B, C, H, W) that draws a finding at ``sites`` (B, 3); NaN rows (images whose
-    finding is not switched on) are decoded with masked guidance (:func:`local_weight`, 0 outside the mask).
+    """DDIM decoding of ``noise`` (B, C, H, W) that transplants a finding at ``sites``; images without one (NaN
+    rows) are decoded with masked guidance (:func:`local_weight`, 0 outside the mask).
 
-    For drawn images: ``eps = eps_f + W (eps_cf - eps_f)`` with W = ``guidance`` inside the site's disk and 0
-    outside (the rest stays the factual decoding), and the site's bump added once at the first step with
-    t <= ``t_bump``. ``residuals`` (S, B, C, H, W) of an exact abduction are added after each step. One network
-    call of 2B a step; no host sync inside the loop.
+    Drawn images follow the factual decoding x^f (under ``c_f``) until the first step with t <= ``t_bump``, where
+    ``gain`` × their placed patch is added (x_t += sqrt(ā_t) patch); after it, ``eps = eps_f + W (eps_cf - eps_f)``
+    with W = ``guidance`` inside the site's disk, and every pixel outside the disk is replaced by x^f's (RePaint).
+    ``residuals`` (S, B, C, H, W) of an exact abduction are added after each step to both paths. One network call
+    of B a step before the transplant when every image is drawn, of 3B otherwise; no host sync inside the loop.
     """
-    bump, disk = site_maps(sites.to(noise.device), noise.shape[-1], gain, disk_px)
-    drawn = sites[:, 0].isfinite().to(noise.device).view(-1, 1, 1, 1)
+    size = noise.shape[-1]
+    bump = gain * place_patches(sites, size).to(noise.device, noise.dtype)
+    disk = site_disk(sites.where.to(noise.device), size, disk_px)
+    drawn = sites.drawn.to(noise.device).view(-1, 1, 1, 1)
     weight = torch.where(disk, guidance, 0.0).to(noise.dtype)
+    outside = drawn & ~disk  # taken from the factual path
     all_drawn = bool(drawn.all())
     due = torch.nonzero(tables.t.cpu() <= t_bump).flatten()
-    bump_at = int(due[0]) if len(due) else -1  # the step index, found once: no host sync in the loop
-    x = noise
+    bump_at = int(due[0]) if len(due) else len(tables.t)  # the step index, found once: no host sync in the loop
+    x = x_f = noise
     for i, step in enumerate(tables.to(noise.device).steps(noise.shape[0])):
+        r = 0.0 if residuals is None else residuals[i]
+        if all_drawn and i < bump_at:  # every image is still its factual decoding
+            x = x_f = ddim_update(x_f, eps_fn(x_f, step.t, c_f), None, step) + r
+            continue
         if i == bump_at:
             x = x + step.a_from.sqrt() * bump
-        eps_cf, eps_f = eps_fn(torch.cat([x, x]), torch.cat([step.t, step.t]), torch.cat([c_cf, c_f])).chunk(2)
-        w = weight if all_drawn else torch.where(drawn, weight, local_weight(eps_cf, eps_f, guidance, outside=0.0))
-        x = ddim_update(x, torch.addcmul(eps_f, w, eps_cf - eps_f), None, step)
-        if residuals is not None:
-            x = x + residuals[i]
+        eps_cf, eps_f, eps_ff = eps_fn(torch.cat([x, x, x_f]), torch.cat([step.t] * 3),
+                                       torch.cat([c_cf, c_f, c_f])).chunk(3)
+        w = weight if all_drawn else torch.where(drawn, weight if i >= bump_at else 0.0,
+                                                 local_weight(eps_cf, eps_f, guidance, outside=0.0))
+        x_f = ddim_update(x_f, eps_ff, None, step) + r
+        x = torch.where(outside, x_f, ddim_update(x, torch.addcmul(eps_f, w, eps_cf - eps_f), None, step) + r)
     return x
 
 
 @torch.no_grad()
-def abduct_sites(pipe, x: Tensor, labels: dict[str, Tensor], node: str, steps: int = 20) -> Tensor:
-    """(B, 3) sites of ``node``'s finding in images x (B, C, H, W) that show it: where do(node=0) changes them most."""
+def abduct_sites(pipe, x: Tensor, labels: dict[str, Tensor], node: str, steps: int = 20) -> tuple[Tensor, Tensor]:
+    """Site codes of ``node``'s finding in images x (B, C, H, W) that show it: sites (B, 3) where do(node=0) changes
+    them most, and that change's patches (B, C, P, P) around them."""
     ab = pipe.abduct(x, labels, steps)
     cf_z, _ = pipe.intervene(ab, {node: 0.0}, torch.Generator().manual_seed(0))
     removed = pipe.predict(ab.noise, cf_z, ab.s, steps, 1.0, ab.z, residuals=ab.residuals)
-    return change_peaks(x.to(removed.device), removed).cpu()
+    change = x.to(removed.device) - removed
+    where = change_peaks(x.to(removed.device), removed)
+    return where.cpu(), patches_at(change, where).cpu()
