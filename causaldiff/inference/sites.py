@@ -70,29 +70,35 @@ def change_peaks(x: Tensor, removed: Tensor) -> Tensor:
     return torch.stack([(rows + 0.5) / size, (cols + 0.5) / size, change.gather(1, i[:, None])[:, 0]], 1)
 
 
-def _pixels(where: Tensor, size: int) -> tuple[Tensor, Tensor]:
-    """(B,) integer row and column of each site (NaN rows: 0)."""
-    rc = (where[:, :2].nan_to_num(0.5) * size).long().clamp(0, size - 1)
-    return rc[:, 0], rc[:, 1]
+def _windows(where: Tensor, size: int, p: int) -> tuple[Tensor, Tensor]:
+    """(B, p) row and column indices of the p × p window centred on each site of ``where`` (B, 3) in an image of
+    ``size`` px (NaN rows: the centre's window); indices may fall outside [0, size)."""
+    centre = (where[:, :2].nan_to_num(0.5) * size).long().clamp(0, size - 1)
+    offsets = torch.arange(p, device=where.device) - p // 2
+    return centre[:, :1] + offsets, centre[:, 1:] + offsets
+
+
+def _take(img: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+    """(B, C, n, m): img[b, :, rows[b], cols[b]] for index grids rows (B, n) and cols (B, m) of img (B, C, H, H),
+    zero where an index falls outside the image."""
+    h = img.shape[-1]
+    inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < h))[:, None, :]
+    b = torch.arange(len(img), device=img.device)[:, None, None]
+    taken = img.permute(0, 2, 3, 1)[b, rows.clamp(0, h - 1)[:, :, None], cols.clamp(0, h - 1)[:, None, :]]
+    return torch.where(inside[..., None], taken, 0.0).permute(0, 3, 1, 2)
 
 
 def patches_at(change: Tensor, where: Tensor) -> Tensor:
     """(B, C, P, P) windows of ``change`` (B, C, H, W) centred on each site of ``where`` (B, 3), zero-padded."""
-    p = patch_side(change.shape[-1])
-    padded = F.pad(change, (p // 2,) * 4)
-    rows, cols = _pixels(where, change.shape[-1])
-    return torch.stack([padded[k, :, r:r + p, c:c + p] for k, (r, c) in enumerate(zip(rows.tolist(), cols.tolist()))])
+    return _take(change, *_windows(where.to(change.device), change.shape[-1], patch_side(change.shape[-1])))
 
 
 def place_patches(sites: Sites, size: int) -> Tensor:
     """(B, C, size, size): each drawn image's patch centred on its site, zero elsewhere (and for undrawn images)."""
-    b, c, p, _ = sites.patches.shape
-    canvas = sites.patches.new_zeros(b, c, size + p - 1, size + p - 1)
-    rows, cols = _pixels(sites.where, size)
-    for k, (r, col) in enumerate(zip(rows.tolist(), cols.tolist())):
-        canvas[k, :, r:r + p, col:col + p] = sites.patches[k]
-    drawn = sites.drawn.to(canvas.device).view(-1, 1, 1, 1)
-    return torch.where(drawn, canvas[:, :, p // 2:p // 2 + size, p // 2:p // 2 + size], 0.0)
+    rows, cols = _windows(sites.where, size, sites.patches.shape[-1])
+    pixels = torch.arange(size, device=rows.device)[None, :]
+    placed = _take(sites.patches, pixels - rows[:, :1], pixels - cols[:, :1])  # each pixel's index in its window
+    return torch.where(sites.drawn.view(-1, 1, 1, 1), placed, 0.0)
 
 
 def site_disk(where: Tensor, size: int, disk_px: float = DISK_PX) -> Tensor:
@@ -166,6 +172,6 @@ def abduct_sites(pipe, x: Tensor, labels: dict[str, Tensor], node: str, steps: i
     ab = pipe.abduct(x, labels, steps)
     cf_z, _ = pipe.intervene(ab, {node: 0.0}, torch.Generator().manual_seed(0))
     removed = pipe.predict(ab.noise, cf_z, ab.s, steps, 1.0, ab.z, residuals=ab.residuals)
-    change = x.to(removed.device) - removed
-    where = change_peaks(x.to(removed.device), removed)
-    return where.cpu(), patches_at(change, where).cpu()
+    x = x.to(removed.device)
+    where = change_peaks(x, removed)
+    return where.cpu(), patches_at(x - removed, where).cpu()
