@@ -121,34 +121,47 @@ def lesion_grid(pipe, world, opts, path, n=6, seeds=4):
 
 
 def other_readings(predictor, images: dict, labels):
-    """Mean |reading - label| of the non-lesion nodes on each of ``images`` ({row: (N, C, H, W)}): the sources
-    (identity), their reconstructions (do nothing, through the same pipeline), the counterfactuals and the world's
-    true counterfactuals (how far a real lesion alone moves the predictor's reading)."""
+    """The non-lesion nodes' readings on each of ``images`` ({row: (N, C, H, W)}): the sources (identity), their
+    reconstructions (do nothing, through the same pipeline), the counterfactuals and the world's true counterfactuals
+    (what a real lesion alone does to the predictor). Per node and row: the mean |reading - label| (``identity_se``:
+    the standard error of the identity row's mean) and the mean |shift| of the reading from the source's
+    (``*_shift``). The identity row's noise is the predictor's own error on real images: a counterfactual is within it
+    when its shift is smaller (``within_noise``)."""
     with torch.no_grad():
         reads = {row: predictor.predict(x) for row, x in images.items()}
-    return {n: {row: round((r[n] - labels[n].float()).abs().mean().item(), 4) for row, r in reads.items()}
-            for n in predictor.graph.order if n != "lesion"}
+    out = {}
+    for n in predictor.graph.order:
+        if n == "lesion":
+            continue
+        err = {row: (r[n] - labels[n].float()).abs() for row, r in reads.items()}
+        out[n] = {row: round(e.mean().item(), 4) for row, e in err.items()}
+        out[n]["identity_se"] = round(err["identity"].std().item() / len(err["identity"]) ** 0.5, 4)
+        for row in ("counterfactual", "truth"):
+            out[n][f"{row}_shift"] = round((reads[row][n] - reads["identity"][n]).float().abs().mean().item(), 4)
+        out[n]["within_noise"] = out[n]["counterfactual_shift"] < out[n]["identity"]
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--checkpoint", default="brain32")
-    ap.add_argument("--predictor", default=str(Path(__file__).parent / "predictors" / "brain32.ckpt"))
+    ap.add_argument("--predictor", default="benchmarks/predictors/brain32.ckpt")
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--test-per-class", type=int, default=200)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--guidance", type=float, default=3.0)
-    ap.add_argument("--guide-against", default="factual", choices=GUIDE_AGAINST)
+    ap.add_argument("--guide-against", choices=GUIDE_AGAINST, help="default: the checkpoint's, else factual")
     ap.add_argument("--exogenous", default="sample", choices=["sample", "keep"])
-    ap.add_argument("--inversion", default="ddim", choices=INVERSIONS)
+    ap.add_argument("--inversion", choices=INVERSIONS, help="default: the checkpoint's (brain32: residual)")
     ap.add_argument("--reference-per-class", type=int, default=1500)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "augment.json"))
     args = ap.parse_args()
     t0 = time.perf_counter()
-    opts = InferenceOptions(steps=args.steps, guidance=args.guidance, guide_against=args.guide_against,
-                            exogenous=args.exogenous, inversion=args.inversion, batch_size=64)
+    opts = InferenceOptions.for_checkpoint(args.checkpoint, steps=args.steps, guidance=args.guidance,
+                                           guide_against=args.guide_against, exogenous=args.exogenous,
+                                           inversion=args.inversion, batch_size=64)
     pipe = opts.pipeline(args.checkpoint)
     world = get_world("brain", pipe.model.image_size)
     x, labels, exo = images(world, args.n, seed=0)
@@ -167,10 +180,8 @@ def main() -> None:
                                       "lesion=1")
     true_cf = to_unit(true_cf)  # the same sources, rendered with their own lesion site: an upper bound
     predictor = AntiCausalPredictor.from_checkpoint(args.predictor)
-    few = src[:256]
-    few_labels = {k: v[few] for k, v in labels.items()}
-    others = other_readings(predictor, {"identity": x[few], "reconstruction": recon[:256],
-                                        "counterfactual": cf_x[:256], "truth": true_cf[:256]}, few_labels)
+    others = other_readings(predictor, {"identity": x[src], "reconstruction": recon, "counterfactual": cf_x,
+                                        "truth": true_cf}, {k: v[src] for k, v in labels.items()})
     print(f"reference classifier: balanced accuracy {ref_bal_acc:.3f}; sees a lesion in {cf_rate:.1%} of the "
           f"do(lesion=1) counterfactuals and {src_rate:.1%} of their sources; {removal_rate:.1%} of do(lesion=0) "
           f"of {len(pos)} lesion images are lesion-free; other nodes' readings {others}", flush=True)
@@ -204,14 +215,15 @@ def main() -> None:
     baseline = max(acc["(c)"], acc["(d)"])
     meta = {"checkpoint": args.checkpoint, "n": args.n, "rare_share": round(rare, 4), "counterfactuals": len(cf_y),
             "test": f"{args.test_per_class} per class", "seeds": args.seeds, "epochs": args.epochs,
-            "guidance": args.guidance, "guide_against": args.guide_against, "exogenous": args.exogenous,
-            "inversion": args.inversion,
+            "guidance": args.guidance, "guide_against": opts.guide_against, "exogenous": opts.exogenous,
+            "inversion": opts.inversion,
             "steps": args.steps, "reference_balanced_accuracy": round(ref_bal_acc, 4),
             "cf_lesion_rate": round(cf_rate, 4), "source_lesion_rate": round(src_rate, 4),
             "removal_rate": round(removal_rate, 4), "removal_n": len(pos), "other_node_readings": others,
             "minus_best_of_c_d": {k: round(acc[k] - baseline, 4) for k in ("(b)", "(b2)", "(b3)", "(b4)")},
             "seconds": round(time.perf_counter() - t0, 1),
-            "targets": "cf_lesion_rate >= 0.9, removal_rate >= 0.9, "
+            "predictor": args.predictor,
+            "targets": "cf_lesion_rate >= 0.9, removal_rate >= 0.9, other nodes within noise, "
                        "a counterfactual recipe (b)-(b4) beats (c) and (d) by >= 0.05"}
     atomic_write_text(args.out, json.dumps({"meta": meta, "rows": rows}, indent=2))
     md = [f"| training set | n | lesion share | balanced accuracy (mean ± std, {args.seeds} seeds) | AUROC | "
@@ -222,11 +234,16 @@ def main() -> None:
     md += ["", f"Reference classifier (balanced accuracy {ref_bal_acc:.3f}): lesion seen in **{cf_rate:.1%}** of the "
            f"do(lesion=1) counterfactuals ({src_rate:.1%} of their sources); **{removal_rate:.1%}** of do(lesion=0) "
            f"of {len(pos)} lesion images read lesion-free.", "",
-           "Other nodes, mean |predictor reading − label| on 256 sources: the sources themselves (identity), their "
-           "reconstructions (no intervention, same pipeline), do(lesion=1) and the world's true do(lesion=1):", "",
-           "| other node | identity | reconstruction | counterfactual | truth |", "|---|---|---|---|---|"]
-    md += [f"| {n} | {v['identity']:.3g} | {v['reconstruction']:.3g} | {v['counterfactual']:.3g} | {v['truth']:.3g} |"
-           for n, v in others.items()]
+           f"Other nodes, mean |predictor reading − label| on the {len(src)} sources (predictor `{args.predictor}`): "
+           "the sources themselves (identity: the predictor's noise, ± its standard error), their reconstructions "
+           "(no intervention, same pipeline), do(lesion=1) and the world's true do(lesion=1); then the mean |shift| "
+           "of the reading from the source's; within noise: the counterfactual's shift is below the identity row's "
+           "error:", "",
+           "| other node | identity | reconstruction | counterfactual | truth | shift: counterfactual | shift: truth "
+           "| within noise |", "|---|---|---|---|---|---|---|---|"]
+    md += [f"| {n} | {v['identity']:.3g} ± {v['identity_se']:.2g} | {v['reconstruction']:.3g} | "
+           f"{v['counterfactual']:.3g} | {v['truth']:.3g} | {v['counterfactual_shift']:.3g} | {v['truth_shift']:.3g} "
+           f"| {'yes' if v['within_noise'] else '**no**'} |" for n, v in others.items()]
     md.append(f"\n{meta}")
     atomic_write_text(Path(args.out).with_suffix(".md"), "\n".join(md) + "\n")
     print("\n".join(md))

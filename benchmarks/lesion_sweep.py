@@ -97,7 +97,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", default="brain32")
     ap.add_argument("--predictor", default=str(Path(__file__).parent / "predictors" / "brain32.ckpt"))
     ap.add_argument("--guide-against", default="local", choices=GUIDE_AGAINST)
-    ap.add_argument("--inversion", default="ddim", choices=INVERSIONS)
+    ap.add_argument("--inversion", choices=INVERSIONS, help="default: the checkpoint's (brain32: residual)")
     ap.add_argument("--site-gain", type=float, help="--guide-against site: the transplanted patch over the banked one")
     ap.add_argument("--site-disk", type=float, help="--guide-against site: guidance disk radius (px at 32 px)")
     ap.add_argument("--site-t", type=int, help="--guide-against site: the transplant's timestep")
@@ -120,11 +120,11 @@ def main() -> None:
         for key, row in sweep(pipe, predictor, x, labels, args.n, args.weights).items():
             res[f"{exogenous} {key}"] = row
             print(f"{exogenous} {key}: {row}", flush=True)
-    suffix = "" if args.inversion == "ddim" else f"_{args.inversion}"
+    suffix = "" if pipe.inversion == "ddim" else f"_{pipe.inversion}"
     suffix += "".join(f"_{k}{v:g}" for k, v in (("gain", args.site_gain), ("disk", args.site_disk), ("t", args.site_t))
                       if v is not None)
     path = Path(args.out) / f"lesion_sweep_{args.guide_against}{suffix}.json"
-    atomic_write_text(path, json.dumps({"checkpoint": args.checkpoint, "n": args.n, "inversion": args.inversion,
+    atomic_write_text(path, json.dumps({"checkpoint": args.checkpoint, "n": args.n, "inversion": pipe.inversion,
                                         "site_options": pipe.site_options, "rows": res}, indent=1))
 
 

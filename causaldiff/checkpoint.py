@@ -55,6 +55,20 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     return ckpt
 
 
+RECOMMENDABLE = ("mode", "propagation", "inversion", "guide_against", "exogenous")  # the pipeline's switches
+
+
+def recommended_switches(path: str | Path) -> dict[str, str]:
+    """The pipeline switches a checkpoint recommends (its ``inference`` entry, written by ``export_checkpoint``
+    from a benchmark's measurement, e.g. brain32's ``{"inversion": "residual"}``); {} when it has none."""
+    found = load_checkpoint(path).get("inference") or {}
+    unknown = sorted(set(found) - set(RECOMMENDABLE))
+    if unknown:
+        raise ValueError(f"{path}: unknown inference setting(s) {unknown} in the checkpoint "
+                         f"(known: {list(RECOMMENDABLE)})")
+    return dict(found)
+
+
 def model_state(ckpt: dict, path, ema: bool = True) -> dict:
     """The CausalDiffAE weights from a Lightning checkpoint (``ema_model.*`` or ``model.*``) or an exported one."""
     sd = ckpt["state_dict"]

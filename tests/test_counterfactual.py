@@ -6,9 +6,11 @@ from PIL import Image
 
 from causaldiff.cli import main
 from causaldiff.data.folder import FolderDataset
+from causaldiff.inference.batch import InferenceOptions
 from causaldiff.inference.inputs import checkpoint_inputs
 from causaldiff.inference.pipeline import CounterfactualPipeline
 from causaldiff.models.causal_diffae import CausalDiffAE
+from causaldiff.training.export import export_checkpoint
 from causaldiff.viz import GUTTER
 from tests.helpers import tiny_model
 
@@ -182,6 +184,32 @@ def test_residual_inversion_returns_x_under_a_null_intervention(tiny_ckpt, guide
     assert (moved.cf_x - inp.x).abs().mean().item() * 127.5 > 0.5
     with pytest.raises(ValueError, match="residuals are for 20 steps; decode it with steps=20, not 10"):
         pipe.counterfactuals(ab, ["light_angle=100"], steps=10)
+
+
+def test_a_checkpoint_recommends_its_switches_and_a_given_flag_wins(tiny_ckpt, tmp_path):
+    """An exported checkpoint's ``inference`` entry sets the switches the pipeline, InferenceOptions and the CLI use
+    when not told otherwise: here residual inversion, so a null intervention returns the input exactly."""
+    rec = export_checkpoint(tiny_ckpt, tmp_path / "rec.ckpt", inference={"inversion": "residual"})
+    plain = export_checkpoint(tiny_ckpt, tmp_path / "plain.ckpt")
+    assert CounterfactualPipeline.from_checkpoint(rec).inversion == "residual"
+    assert CounterfactualPipeline.from_checkpoint(rec, inversion=None).inversion == "residual"  # None: not given
+    assert CounterfactualPipeline.from_checkpoint(rec, inversion="ddim").inversion == "ddim"
+    assert CounterfactualPipeline.from_checkpoint(plain).inversion == "ddim"
+    opts = InferenceOptions.for_checkpoint(rec, steps=5, inversion=None)
+    assert (opts.inversion, opts.steps, opts.guide_against) == ("residual", 5, "factual")
+    assert InferenceOptions.for_checkpoint(rec, inversion="fixed-point").inversion == "fixed-point"
+    main(["data", "make", "pendulum", "--n", "3", "--size", "16", "--out", str(tmp_path / "in")])
+    src = FolderDataset(tmp_path / "in", size=16, channels=3)
+    err = {}
+    for name, extra in (("rec", []), ("given", ["--inversion", "ddim"])):
+        main(["counterfactual", "--checkpoint", str(rec), "--input", str(tmp_path / "in"), "--do", "light_angle+=0",
+              "--steps", "6", *extra, "--out", str(tmp_path / name)])
+        ds = FolderDataset(tmp_path / name, size=16, channels=3)
+        assert [f.name for f in ds.files] == ["cf_" + f.name for f in src.files]
+        err[name] = max((ds[i]["x"] - src[i]["x"]).abs().max().item() * 127.5 for i in range(3))
+    assert err["rec"] <= 1.0 < err["given"]  # PNG rounding at most; plain DDIM misses by more
+    with pytest.raises(ValueError, match=r"unknown inference setting\(s\) \['guidance'\]"):
+        export_checkpoint(tiny_ckpt, tmp_path / "bad.ckpt", inference={"guidance": "3"})
 
 
 @pytest.mark.parametrize("propagation", ["none", "labels", "mechanisms"])

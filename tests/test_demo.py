@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from causaldiff.checkpoint import resolve_checkpoint, shipped_models
+from causaldiff.checkpoint import recommended_switches, resolve_checkpoint, shipped_models
 from causaldiff.cli import main
 from causaldiff.models.causal_diffae import CausalDiffAE
 
@@ -23,7 +23,9 @@ def test_shipped_models_are_listed_small_and_safe(capsys):
         assert ckpt["datamodule_hyper_parameters"]["world"] == name[:-2]
         assert "true_cf_image_l1" in info["metrics"]
     main(["models"])
-    assert "pendulum32" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "pendulum32" in out and "recommends (used unless given): --inversion residual" in out  # brain32's
+    assert recommended_switches("brain32") == {"inversion": "residual"} and recommended_switches("morpho32") == {}
     model = CausalDiffAE.from_checkpoint("brain32")
     assert model.channels == 1 and bool(model.scm.fitted)
     with pytest.raises(FileNotFoundError, match="shipped models: pendulum32"):

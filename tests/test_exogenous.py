@@ -133,12 +133,14 @@ def test_cli_flags_reach_the_pipeline(tmp_path):
 
     p = argparse.ArgumentParser()
     add_inference_args(p)
-    opts = options(p.parse_args(["--checkpoint", "x", "--guide-against", "null", "--exogenous", "keep", "--seed", "3"]))
+    opts = options(p.parse_args(["--checkpoint", "pendulum32", "--guide-against", "null", "--exogenous", "keep",
+                                 "--seed", "3"]))
     assert (opts.guide_against, opts.exogenous, opts.seed) == ("null", "keep", 3)
-    default = options(p.parse_args(["--checkpoint", "x"]))
-    assert (default.guide_against, default.propagation) == ("factual", "labels")
+    default = options(p.parse_args(["--checkpoint", "pendulum32"]))
+    assert (default.guide_against, default.propagation, default.inversion) == ("factual", "labels", "ddim")
+    assert options(p.parse_args(["--checkpoint", "brain32"])).inversion == "residual"  # brain32 recommends it
     model = tiny_model("brain", n=256)[0]
-    chosen = options(p.parse_args(["--checkpoint", "x", "--propagation", "mechanisms"]))
+    chosen = options(p.parse_args(["--checkpoint", "pendulum32", "--propagation", "mechanisms"]))
     assert chosen.pipeline("pendulum32").propagation == "mechanisms"  # a shipped model, offline
     with pytest.raises(SystemExit):
         p.parse_args(["--checkpoint", "x", "--exogenous", "never"])

@@ -252,3 +252,30 @@ def test_balance_draws_each_class_equally_often():
         CausalDataModule(world="brain", n=50, balance="age").train_dataloader()
     with pytest.raises(ValueError, match="balance: unknown node 'lesions'"):
         CausalDataModule(world="brain", n=50, balance="lesions").train_dataloader()
+
+
+def test_randomised_world_data_and_its_refusals(tmp_path):
+    dm = CausalDataModule(world="brain", n=400, seed=1, randomise=["lesion"])
+    assert 0.35 < dm.train_labels()["lesion"].mean().item() < 0.65  # observed: about 5 %
+    with pytest.raises(ValueError, match="randomise and twins need a world: a folder's labels are fixed"):
+        CausalDataModule(folder=str(tmp_path), randomise=["lesion"])
+
+
+def test_twins_carry_the_flipped_true_counterfactual_and_train_an_invariant_predictor():
+    from causaldiff.evaluation.predictor import PredictorModule
+
+    dm = CausalDataModule(world="brain", n=64, seed=2, batch_size=16, randomise=["lesion"], twins="lesion")
+    item = dm.dataset[0]
+    assert item["twin"]["labels"]["lesion"] == 1 - item["labels"]["lesion"]
+    assert all(item["twin"]["labels"][k] == item["labels"][k] for k in ("sex", "age", "brain_volume"))
+    changed = (item["twin"]["x"] - item["x"]).abs() > 1e-6
+    assert 0 < changed.sum() < 0.1 * changed.numel()  # a lesion's few pixels, nothing else
+    module = PredictorModule(dm.graph_spec, dm.label_stats, dm.channels, predictor_widths=(8, 8, 8))
+    batch = next(iter(dm.train_dataloader()))
+    raw = module.predictor.raw(batch["x"])
+    terms = module._with_twins(raw, batch, module.predictor.loss(batch["x"], batch["labels"], batch["mask"], raw),
+                               "val")
+    assert terms["invariance"] > 0 and torch.isfinite(terms["loss"])
+    assert set(terms) >= {"lesion", "brain_volume", "invariance", "loss"}
+    with pytest.raises(ValueError, match="twins: 'age' is not a binary node of brain"):
+        _ = CausalDataModule(world="brain", n=16, twins="age").dataset

@@ -73,6 +73,23 @@ def test_brain_is_plausible_and_lesion_rare():
     assert labels["ventricle_volume"][old].mean() > labels["ventricle_volume"][~old].mean()
 
 
+def test_randomised_trial_assigns_a_node_independent_of_its_parents():
+    w = get_world("brain")
+    exo, labels = w.sample(20000, seed=0, randomise=("lesion",))
+    assert abs(labels["lesion"].mean().item() - 0.5) < 0.02
+    old = labels["age"] > 70
+    assert abs(labels["lesion"][old].mean().item() - labels["lesion"][~old].mean().item()) < 0.03
+    # the world's own noise is unchanged: every other label equals the observational sample's
+    _, observed = w.sample(20000, seed=0)
+    for k in ("sex", "age", "brain_volume", "ventricle_volume"):
+        assert torch.equal(labels[k], observed[k])
+    # counterfactuals keep the assignment unless they intervene on it
+    few = {k: v[:64] for k, v in exo.items()}
+    cf, _ = w.counterfactual(few, {k: v[:64] for k, v in labels.items()}, "age=50")
+    assert torch.equal(cf["lesion"], labels["lesion"][:64])
+    assert torch.all(w.counterfactual(few, {k: v[:64] for k, v in labels.items()}, "lesion=0")[0]["lesion"] == 0)
+
+
 def test_pendulum_shadow_geometry():
     w = get_world("pendulum")
     exo, labels = w.sample(4, seed=0)
@@ -91,3 +108,5 @@ def test_bad_world_arguments():
     with pytest.raises(ValueError, match="unknown node"):
         w = get_world("brain")
         w.counterfactual(*w.sample(2), "height=3")
+    with pytest.raises(ValueError, match="randomise: 'age' is not a discrete node of brain; choose from"):
+        w.sample(2, randomise=("age",))

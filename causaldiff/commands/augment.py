@@ -45,9 +45,9 @@ def run(args: argparse.Namespace) -> None:
     plan_args = {"checkpoint": str(args.checkpoint), "input": str(args.input), "balance": args.balance,
                  "value": args.value, "target_fraction": args.target_fraction, "do": args.do,
                  "per_image": args.per_image, "steps": args.steps, "guidance": args.guidance, "seed": args.seed,
-                 "mode": args.mode, "inversion": args.inversion,
+                 "mode": opts.mode, "inversion": opts.inversion,
                  **({"pairs": True} if args.pairs else {}),  # plans written before --pairs still resume
-                 **({"guide_against": args.guide_against} if args.guide_against == "site" else {})}
+                 **({"guide_against": opts.guide_against} if opts.guide_against == "site" else {})}
     predictor = common.predictor(args.predictor, pipe) if args.predictor else None
     n = run_augment(pipe, inp, args.out, items, plan_args, opts, args.devices, args.strategy, predictor=predictor)
     print(f"{n} counterfactual images and labels.csv in {args.out}")

@@ -13,26 +13,30 @@ def add_inference_args(p: argparse.ArgumentParser, batch_size: int = 32) -> None
     p.add_argument("--input", help="folder of images + labels.csv (default: the checkpoint's own test split)")
     p.add_argument("--steps", type=int, default=50, help="DDIM steps for inversion and decoding (default 50)")
     p.add_argument("--guidance", type=float, default=1.0, help="guidance weight w; > 1 strengthens the change")
-    p.add_argument("--guide-against", choices=GUIDE_AGAINST, default="factual",
+    p.add_argument("--guide-against", choices=GUIDE_AGAINST,
                    help="what guidance pushes away from: the image's factual condition (only the intervened change "
-                   "grows; default), the same only on the pixels where the prediction changes most (local: for "
+                   "grows; the default), the same only on the pixels where the prediction changes most (local: for "
                    "local changes such as a lesion, the rest decoded as without guidance), masked (as local, the rest "
                    "kept as reconstructed, also at w = 1), the null condition (classifier-free guidance: the whole "
                    "condition grows), or site (a node marked local: true, e.g. a lesion, switched on is transplanted: "
                    "a site and appearance drawn, seeded by --seed, from those the model's removal found in its "
                    "training images, the rest of the image kept; try w = 3 with --inversion residual)")
-    p.add_argument("--exogenous", choices=["sample", "keep"], default="sample",
+    p.add_argument("--exogenous", choices=["sample", "keep"],
                    help="a discrete node whose class do() switches: draw what the label does not say (a lesion's "
                    "site) from the target class's prior, seeded by --seed (default), or keep the abducted deviation")
-    p.add_argument("--mode", choices=["shift", "replace"], default="shift",
-                   help="shift: move the latent by g(new) - g(old) (keeps the individual); replace: set it to g(new)")
-    p.add_argument("--propagation", choices=["labels", "mechanisms", "none"], default="labels",
+    p.add_argument("--mode", choices=["shift", "replace"],
+                   help="shift (the default): move the latent by g(new) - g(old) (keeps the individual); replace: set "
+                   "it to g(new)")
+    p.add_argument("--propagation", choices=["labels", "mechanisms", "none"],
                    help="how the intervened nodes' descendants follow: to their counterfactual labels from the "
                    "attribute SCM (default; measured best), through the learned latent mechanisms, or not at all")
-    p.add_argument("--inversion", choices=INVERSIONS, default="ddim",
-                   help="abduction of the decoder's noise: plain DDIM inversion; fixed-point inversion (4 network "
-                   "calls a step; reconstructs more closely); or residual (2 calls a step: DDIM with per-step "
-                   "residuals, so what the intervention does not change comes back exactly)")
+    p.add_argument("--inversion", choices=INVERSIONS,
+                   help="abduction of the decoder's noise: plain DDIM inversion (the default); fixed-point inversion "
+                   "(4 network calls a step; reconstructs more closely); or residual (2 calls a step: DDIM with "
+                   "per-step residuals, so what the intervention does not change comes back exactly)")
+    p.epilog = ("Switches not given (--guide-against, --exogenous, --mode, --propagation, --inversion) take the "
+                "checkpoint's recommendation where it has one (causaldiff models; brain32: --inversion residual), "
+                "else their default.")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the random draws: label-noise abduction, exogenous codes (default 0)")
     p.add_argument("--batch-size", type=int, default=batch_size, help=f"images per batch (default {batch_size})")
@@ -40,12 +44,14 @@ def add_inference_args(p: argparse.ArgumentParser, batch_size: int = 32) -> None
 
 
 def options(args: argparse.Namespace):
-    """The :class:`InferenceOptions` the flags of :func:`add_inference_args` describe."""
+    """The :class:`InferenceOptions` the flags of :func:`add_inference_args` describe; a switch flag not given
+    (None) takes the checkpoint's recommendation, else the default."""
     from causaldiff.inference.batch import InferenceOptions
 
-    return InferenceOptions(steps=args.steps, guidance=args.guidance, mode=args.mode, propagation=args.propagation,
-                            inversion=args.inversion, guide_against=args.guide_against, exogenous=args.exogenous,
-                            seed=args.seed, batch_size=args.batch_size, device=args.device)
+    return InferenceOptions.for_checkpoint(
+        args.checkpoint, steps=args.steps, guidance=args.guidance, mode=args.mode, propagation=args.propagation,
+        inversion=args.inversion, guide_against=args.guide_against, exogenous=args.exogenous, seed=args.seed,
+        batch_size=args.batch_size, device=args.device)
 
 
 def inputs(args: argparse.Namespace, pipe, n: int | None):

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> None:
     if not (data / "labels.csv").is_file():
         make_world_folder("pendulum", 64, 32, 1, data)
     checkpoint = train(out / "run", args.max_steps) if args.train else "pendulum32"
-    opts = InferenceOptions(steps=args.steps)
+    opts = InferenceOptions.for_checkpoint(checkpoint, steps=args.steps)
     pipe = opts.pipeline(checkpoint)
     m = pipe.model
     write_grid(pipe, folder_inputs(data, m.graph, m.image_size, m.channels, 6), m.graph.order, None, opts,

@@ -11,8 +11,10 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from causaldiff.checkpoint import shipped_models
+    from causaldiff.checkpoint import recommended_switches, shipped_models
 
     for name, info in shipped_models().items():
         metrics = ", ".join(f"{k} {v}" for k, v in info.get("metrics", {}).items())
-        print(f"{name:<12} {info['path']}\n{'':<12} {info.get('trained', '')}\n{'':<12} {metrics}")
+        flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in recommended_switches(info["path"]).items())
+        print(f"{name:<12} {info['path']}\n{'':<12} {info.get('trained', '')}\n{'':<12} {metrics}"
+              + (f"\n{'':<12} recommends (used unless given): {flags}" if flags else ""))

@@ -17,22 +17,31 @@ from causaldiff.pixels import to_unit
 class WorldDataset(Dataset):
     """``n`` rendered samples of a world held in memory (uint8), with their exogenous noise kept for true CFs."""
 
-    def __init__(self, world: str, n: int, size: int = 32, seed: int = 0):
+    def __init__(self, world: str, n: int, size: int = 32, seed: int = 0, randomise: tuple[str, ...] = (),
+                 twins: str | None = None):
         self.world = get_world(world, size)
         self.graph = self.world.graph
         self.channels = self.world.channels
-        self.exogenous, self.labels = self.world.sample(n, seed)
+        self.exogenous, self.labels = self.world.sample(n, seed, randomise)
         self.images = self.world.render(self.exogenous, self.labels)
+        self.twins = None  # each item's true counterfactual with binary node ``twins`` flipped: (labels, images)
+        if twins is not None:
+            if twins not in self.graph.order or self.graph[twins].cardinality != 2:
+                raise ValueError(f"twins: {twins!r} is not a binary node of {world}")
+            self.twins = self.world.counterfactual(self.exogenous, self.labels, {twins: 1 - self.labels[twins]})
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def __getitem__(self, i: int) -> dict:
-        return {
+        item = {
             "x": to_unit(self.images[i]),
             "labels": {k: v[i] for k, v in self.labels.items()},
             "mask": {k: torch.tensor(True) for k in self.labels},
         }
+        if self.twins is not None:
+            item["twin"] = {"x": to_unit(self.twins[1][i]), "labels": {k: v[i] for k, v in self.twins[0].items()}}
+        return item
 
 
 def label_stats(graph: CausalGraph, labels: dict[str, torch.Tensor]) -> dict[str, list[float]]:
@@ -64,26 +73,36 @@ class CausalDataModule(pl.LightningDataModule):
         balance: a discrete node whose classes (and unlabelled items, as one more group) the training batches draw
             equally often, with replacement: for long-tail data whose rare subgroup the decoder must learn to draw.
             Only the batch stream changes; label statistics and the attribute SCM are fitted on the train split as is.
+        randomise: discrete nodes of a world assigned uniformly at random, independent of their parents (a
+            randomised trial of the world; folders cannot). For reference predictors: one trained on the world as
+            observed reads a rare node's parents through it (brain: lesions are rare and follow age). A model fitted
+            on such data learns the trial's mechanism for these nodes, not the world's.
+        twins: a binary node of a world: each item also carries its true counterfactual with that node flipped
+            (``batch["twin"]``), for a predictor whose other readings must not move with it (``PredictorModule``).
     """
 
     def __init__(self, world: str | None = None, folder: str | None = None, folder_graph: dict | None = None,
                  n: int = 10000, size: int = 32, folder_channels: int = 3, seed: int = 0, val_fraction: float = 0.1,
-                 test_fraction: float = 0.1, batch_size: int = 64, num_workers: int = 0, balance: str | None = None):
+                 test_fraction: float = 0.1, batch_size: int = 64, num_workers: int = 0, balance: str | None = None,
+                 randomise: list[str] | None = None, twins: str | None = None):
         super().__init__()
         self.save_hyperparameters()  # stored in checkpoints, so grids and evaluation can find the same data
         if (world is None) == (folder is None):
             raise ValueError("give exactly one of `world` (a procedural world) or `folder` (images + labels.csv)")
+        if (randomise or twins) and folder is not None:
+            raise ValueError("randomise and twins need a world: a folder's labels are fixed")
         if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
             raise ValueError(f"val_fraction + test_fraction must be in [0, 1), got {val_fraction} + {test_fraction}")
         self.world, self.folder, self.folder_graph = world, folder, folder_graph
         self.n, self.size, self.folder_channels, self.seed = n, size, folder_channels, seed
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.batch_size, self.num_workers, self.balance = batch_size, num_workers, balance
+        self.randomise, self.twins = tuple(randomise or ()), twins
 
     @cached_property
     def dataset(self) -> Dataset:
         if self.world is not None:
-            return WorldDataset(self.world, self.n, self.size, self.seed)
+            return WorldDataset(self.world, self.n, self.size, self.seed, self.randomise, self.twins)
         return FolderDataset(self.folder, self.folder_graph, self.size, self.folder_channels)
 
     @property

@@ -99,7 +99,7 @@ class Evaluator:
         self.bar = tqdm(total=stages, desc="evaluate", disable=not self.progress)
         report = {"meta": {"n": self.data.x.shape[0], "steps": self.opts.steps, "cycles": self.cycles,
                            "seed": self.opts.seed, "guidance": self.opts.guidance,
-                           "guide_against": self.opts.guide_against,
+                           "guide_against": self.opts.guide_against, "inversion": self.opts.inversion,
                            "nodes": self.graph.order, "world": getattr(self.data.world, "name", None)},
                   "disentanglement": self.disentanglement(), "variants": {}}
         for name in self.variants:

@@ -58,9 +58,12 @@ class AntiCausalPredictor(nn.Module):
         """Predicted labels in raw units (continuous) or class indices (discrete), each (B,)."""
         return read_labels(self.graph, self.raw(x), self.loc, self.scale)
 
-    def loss(self, x: Tensor, labels: dict[str, Tensor], mask: dict[str, Tensor]) -> dict[str, Tensor]:
+    def loss(self, x: Tensor, labels: dict[str, Tensor], mask: dict[str, Tensor],
+             raw: list[Tensor] | None = None) -> dict[str, Tensor]:
+        """Per-node losses (cross-entropy, or squared error of the standardised value) and their sum ``loss``;
+        ``raw``: ``self.raw(x)`` when already computed."""
         terms = {}
-        for i, (name, h) in enumerate(zip(self.graph.order, self.raw(x))):
+        for i, (name, h) in enumerate(zip(self.graph.order, self.raw(x) if raw is None else raw)):
             m = mask[name].float()
             if self.graph[name].discrete:
                 per = F.cross_entropy(h, labels[name].long().clamp(0, h.shape[1] - 1), reduction="none")
@@ -97,7 +100,7 @@ class PredictorModule(pl.LightningModule):
 
     def __init__(self, graph: dict, label_stats: dict | None = None, channels: int = 3,
                  predictor_widths: tuple[int, ...] = (32, 64, 128), lr: float = 1e-3, weight_decay: float = 1e-4,
-                 augment_noise: float = 0.05):
+                 augment_noise: float = 0.05, twin_weight: float = 1.0):
         super().__init__()
         self.save_hyperparameters()
         self.predictor = AntiCausalPredictor(graph, label_stats, channels, tuple(predictor_widths))
@@ -106,9 +109,29 @@ class PredictorModule(pl.LightningModule):
         x = batch["x"]
         if stage == "train" and self.hparams.augment_noise > 0:  # robustness to generator artefacts
             x = x + self.hparams.augment_noise * torch.randn_like(x)
-        terms = self.predictor.loss(x, batch["labels"], batch["mask"])
+        raw = self.predictor.raw(x)
+        terms = self.predictor.loss(x, batch["labels"], batch["mask"], raw)
+        if "twin" in batch:  # data with twins=node: learn the twins too, and keep the other readings still
+            terms = self._with_twins(raw, batch, terms, stage)
         self.log_dict({f"{stage}/{k}": v for k, v in terms.items()}, batch_size=x.shape[0], prog_bar=stage == "val")
         return terms["loss"]
+
+    def _with_twins(self, raw: list[Tensor], batch: dict, terms: dict, stage: str) -> dict:
+        """Both images' label losses, averaged, plus ``twin_weight`` × the mean squared difference of the raw readings
+        of every node the flip leaves alone (counterfactual invariance: Veitch et al., NeurIPS 2021)."""
+        twin = batch["twin"]
+        x_twin = twin["x"]
+        if stage == "train" and self.hparams.augment_noise > 0:
+            x_twin = x_twin + self.hparams.augment_noise * torch.randn_like(x_twin)
+        raw_twin = self.predictor.raw(x_twin)
+        other = self.predictor.loss(x_twin, twin["labels"], batch["mask"], raw_twin)
+        kept = [i for i, n in enumerate(self.predictor.graph.order)
+                if torch.equal(twin["labels"][n], batch["labels"][n])]
+        invariance = sum(F.mse_loss(raw[i], raw_twin[i]) for i in kept) / max(1, len(kept))
+        out = {k: (terms[k] + other[k]) / 2 for k in terms}
+        out["invariance"] = invariance
+        out["loss"] = out["loss"] + self.hparams.twin_weight * invariance
+        return out
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from causaldiff.checkpoint import recommended_switches
 from causaldiff.inference.pipeline import CounterfactualPipeline
 
 Labels = dict[str, Tensor]
@@ -34,6 +35,12 @@ class InferenceOptions:
     seed: int = 0
     batch_size: int = 32  # images per pipeline call
     device: str | None = None  # default: cuda when available
+
+    @classmethod
+    def for_checkpoint(cls, checkpoint: str | Path, **given) -> InferenceOptions:
+        """Options for ``checkpoint``: ``given`` (a value of None counts as not given) over the switches the
+        checkpoint recommends (``recommended_switches``) over this class's defaults."""
+        return cls(**{**recommended_switches(checkpoint), **{k: v for k, v in given.items() if v is not None}})
 
     def switches(self) -> dict:
         """The :class:`CounterfactualPipeline` switches these options set (one list, so none is left behind)."""

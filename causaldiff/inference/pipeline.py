@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from causaldiff.checkpoint import recommended_switches
 from causaldiff.diffusion.sampler import EpsFn, LoopRunner, local_guidance, retrace
 from causaldiff.diffusion.schedule import DDIMTables, add_noise, invert_tables, sample_tables
 from causaldiff.inference.sites import BUMP_AT, SiteBank, Sites, abduct_sites, patch_side, site_loop
@@ -117,7 +118,9 @@ class CounterfactualPipeline:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", **kwargs) -> CounterfactualPipeline:
-        """The pipeline of a checkpoint; its site banks, if needed, come from the training split it records."""
+        """The pipeline of a checkpoint, with the switches it recommends (``recommended_switches``) under ``kwargs``
+        (a value of None counts as not given); its site banks, if needed, come from the training split it records."""
+        kwargs = {**recommended_switches(path), **{k: v for k, v in kwargs.items() if v is not None}}
         pipe = cls(CausalDiffAE.from_checkpoint(path, map_location="cpu").to(device), **kwargs)
         pipe.site_source = lambda: _training_images(path)
         return pipe

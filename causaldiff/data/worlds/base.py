@@ -11,6 +11,8 @@ from causaldiff.interventions import resolve
 Labels = dict[str, Tensor]
 Exogenous = dict[str, Tensor]
 
+ASSIGNED = "assigned:"  # exogenous key prefix of a node assigned at random (a randomised trial of the world)
+
 
 class World:
     """Subclasses set ``name``, ``channels``, ``graph_spec`` and implement ``_exogenous``, ``_labels``, ``_draw``.
@@ -30,13 +32,24 @@ class World:
         self.size = size
         self.graph = CausalGraph.from_dict(self.graph_spec)
 
-    def sample(self, n: int, seed: int = 0) -> tuple[Exogenous, Labels]:
-        """Draw ``n`` exogenous noise sets and their labels; deterministic given ``seed``."""
+    def sample(self, n: int, seed: int = 0, randomise: tuple[str, ...] = ()) -> tuple[Exogenous, Labels]:
+        """Draw ``n`` exogenous noise sets and their labels; deterministic given ``seed``.
+
+        ``randomise`` names discrete nodes assigned uniformly at random, independent of their parents (a randomised
+        trial: sampling from do(node ~ Uniform)); descendants follow. The assignment is kept in the exogenous noise,
+        so counterfactuals of these samples keep it unless they intervene on the node.
+        """
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
+        for node in randomise:
+            if node not in self.graph.order or not self.graph[node].discrete:
+                discrete = [m for m in self.graph.order if self.graph[m].discrete]
+                raise ValueError(f"randomise: {node!r} is not a discrete node of {self.name}; choose from {discrete}")
         gen = torch.Generator().manual_seed(seed)
         exo = self._exogenous(n, gen)
-        return exo, self._labels(exo, {})
+        for node in randomise:  # drawn after the world's own noise: samples without randomise are unchanged
+            exo[ASSIGNED + node] = torch.randint(self.graph[node].cardinality, (n,), generator=gen).float()
+        return exo, self._labels(exo, _assigned(exo))
 
     def render(self, exogenous: Exogenous, labels: Labels) -> Tensor:
         """uint8 images (N, C, size, size), rendered in chunks to bound memory."""
@@ -51,7 +64,7 @@ class World:
     def counterfactual(self, exogenous: Exogenous, labels: Labels, do) -> tuple[Labels, Tensor]:
         """The true counterfactual: labels and images under ``do`` from the same exogenous noise."""
         targets = {iv.node: iv.values(labels[iv.node].float()) for iv in resolve(do, self.graph)}
-        cf_labels = self._labels(exogenous, targets)
+        cf_labels = self._labels(exogenous, {**_assigned(exogenous), **targets})
         return cf_labels, self.render(exogenous, cf_labels)
 
     # ------------------------------------------------------------------ for subclasses
@@ -70,6 +83,11 @@ class World:
         xs = lo_x + c * (hi_x - lo_x)
         ys = hi_y - c * (hi_y - lo_y)
         return xs[None, :].expand(self.size, -1), ys[:, None].expand(-1, self.size)
+
+
+def _assigned(exo: Exogenous) -> Labels:
+    """The randomly assigned nodes' values kept in ``exo`` by :meth:`World.sample` (``randomise``)."""
+    return {k[len(ASSIGNED):]: v for k, v in exo.items() if k.startswith(ASSIGNED)}
 
 
 def coverage(sdf: Tensor, pixel: float) -> Tensor:
