@@ -61,12 +61,15 @@ RECOMMENDABLE = ("mode", "propagation", "inversion", "guide_against", "exogenous
 def recommended_switches(path: str | Path) -> dict[str, str]:
     """The pipeline switches a checkpoint recommends (its ``inference`` entry, written by ``export_checkpoint``
     from a benchmark's measurement, e.g. brain32's ``{"inversion": "residual"}``); {} when it has none."""
-    found = load_checkpoint(path).get("inference") or {}
-    unknown = sorted(set(found) - set(RECOMMENDABLE))
+    return check_recommendable(load_checkpoint(path).get("inference") or {}, f"{path}: ")
+
+
+def check_recommendable(settings: dict, where: str = "") -> dict[str, str]:
+    """``settings`` as a new dict; a ValueError naming any key that is not a pipeline switch."""
+    unknown = sorted(set(settings) - set(RECOMMENDABLE))
     if unknown:
-        raise ValueError(f"{path}: unknown inference setting(s) {unknown} in the checkpoint "
-                         f"(known: {list(RECOMMENDABLE)})")
-    return dict(found)
+        raise ValueError(f"{where}unknown inference setting(s) {unknown} (known: {list(RECOMMENDABLE)})")
+    return dict(settings)
 
 
 def model_state(ckpt: dict, path, ema: bool = True) -> dict:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from causaldiff.checkpoint import RECOMMENDABLE, load_checkpoint, model_state
+from causaldiff.checkpoint import check_recommendable, load_checkpoint, model_state
 from causaldiff.hparams import kwargs_for
 from causaldiff.io import atomic_write_bytes
 from causaldiff.models.causal_diffae import CausalDiffAE
@@ -20,15 +20,13 @@ def export_checkpoint(src: str | Path, dst: str | Path, inference: dict[str, str
     "residual"}``); every inference command and ``CounterfactualPipeline.from_checkpoint`` use them unless told
     otherwise.
     """
-    unknown = sorted(set(inference or {}) - set(RECOMMENDABLE))
-    if unknown:
-        raise ValueError(f"unknown inference setting(s) {unknown} (known: {list(RECOMMENDABLE)})")
+    inference = check_recommendable(inference or {})
     ckpt = load_checkpoint(src)
     hp = ckpt.get("hyper_parameters", {})
     out = {"state_dict": model_state(ckpt, src, ema=True), "hyper_parameters": kwargs_for(CausalDiffAE, hp),
            "datamodule_hyper_parameters": {k: v for k, v in ckpt.get("datamodule_hyper_parameters", {}).items()
                                            if not k.startswith("_")},
-           "global_step": ckpt.get("global_step"), **({"inference": dict(inference)} if inference else {})}
+           "global_step": ckpt.get("global_step"), **({"inference": inference} if inference else {})}
     buf = io.BytesIO()
     torch.save(out, buf)
     return atomic_write_bytes(dst, buf.getvalue())
