@@ -9,11 +9,11 @@ change of two seeds (``seed_site_px``: do seeds give other sites?); where the br
 the brain's radius (``site_radius``, and ``central_share`` below 0.45: the world draws sites uniformly in 0.35-0.75,
 so a quarter of real lesions are central, over the ventricles); the L1 to the reconstruction (0-255).
 
-Run: ``python benchmarks/lesion_sweep.py --checkpoint brain32 --guide-against local --weights 1 3``; writes
-benchmarks/results/guidance/lesion_sweep_<guide>[_<inversion>][_gain<g>][_disk<r>].json. ``--guide-against site``
-draws at sites from the model's site bank (fitted from the checkpoint's training split); ``--site-gain``,
-``--site-disk`` and ``--site-t`` override its transplant's gain, guidance disk and timestep
-(see causaldiff.inference.sites).
+Run: ``python benchmarks/lesion_sweep.py --checkpoint brain32 --guide-against local --findings decode --weights 1 3``;
+writes benchmarks/results/guidance/lesion_sweep_<guide>[_transplant][_<inversion>][_gain<g>][_disk<r>].json.
+``--findings transplant`` (brain32's default) draws at sites from the model's site bank (fitted from the checkpoint's
+training split), each weight then the transplant's (``finding_guidance``); ``--site-gain``, ``--site-disk`` and
+``--site-t`` override its gain, guidance disk and timestep (see causaldiff.inference.sites).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 
 from causaldiff.data.worlds import get_world
 from causaldiff.evaluation.predictor import AntiCausalPredictor
-from causaldiff.inference.pipeline import GUIDE_AGAINST, INVERSIONS, CounterfactualPipeline
+from causaldiff.inference.pipeline import FINDINGS, GUIDE_AGAINST, INVERSIONS, CounterfactualPipeline
 from causaldiff.io import atomic_write_text
 from causaldiff.pixels import to_unit
 
@@ -77,6 +77,7 @@ def sweep(pipe, predictor, x, labels, n, weights, steps=20) -> dict:
     is_lesion = lambda img: (predictor.predict(img)["lesion"] == 1).float().mean().item()  # noqa: E731
     out = {}
     for w in weights:
+        pipe.finding_guidance = w  # a transplant's weight (unused when findings are decoded)
         cfs = [pipe.counterfactuals(a, ["lesion=1"], steps, w, torch.Generator().manual_seed(s))[0].cf_x
                for s in (0, 1)]
         removed = pipe.counterfactuals(b, ["lesion=0"], steps, w, torch.Generator().manual_seed(0))[0].cf_x
@@ -98,9 +99,10 @@ def main() -> None:
     ap.add_argument("--predictor", default=str(Path(__file__).parent / "predictors" / "brain32.ckpt"))
     ap.add_argument("--guide-against", default="local", choices=GUIDE_AGAINST)
     ap.add_argument("--inversion", choices=INVERSIONS, help="default: the checkpoint's (brain32: residual)")
-    ap.add_argument("--site-gain", type=float, help="--guide-against site: the transplanted patch over the banked one")
-    ap.add_argument("--site-disk", type=float, help="--guide-against site: guidance disk radius (px at 32 px)")
-    ap.add_argument("--site-t", type=int, help="--guide-against site: the transplant's timestep")
+    ap.add_argument("--findings", choices=FINDINGS, help="default: the checkpoint's (brain32: transplant)")
+    ap.add_argument("--site-gain", type=float, help="--findings transplant: the transplanted patch over the banked one")
+    ap.add_argument("--site-disk", type=float, help="--findings transplant: guidance disk radius (px at 32 px)")
+    ap.add_argument("--site-t", type=int, help="--findings transplant: the transplant's timestep")
     ap.add_argument("--exogenous", nargs="*", default=["sample", "keep"], choices=["sample", "keep"])
     ap.add_argument("--weights", nargs="*", type=float, default=[1.0, 2.0, 3.0, 4.0])
     ap.add_argument("--n", type=int, default=64)
@@ -114,7 +116,8 @@ def main() -> None:
     print(f"truth: {res['truth']}", flush=True)
     for exogenous in args.exogenous:
         pipe = CounterfactualPipeline.from_checkpoint(args.checkpoint, exogenous=exogenous,
-                                                      guide_against=args.guide_against, inversion=args.inversion)
+                                                      guide_against=args.guide_against, inversion=args.inversion,
+                                                      findings=args.findings)
         pipe.site_options = {k: v for k, v in (("gain", args.site_gain), ("disk_px", args.site_disk),
                                                ("t_bump", args.site_t)) if v is not None}
         for key, row in sweep(pipe, predictor, x, labels, args.n, args.weights).items():
@@ -123,9 +126,11 @@ def main() -> None:
     suffix = "" if pipe.inversion == "ddim" else f"_{pipe.inversion}"
     suffix += "".join(f"_{k}{v:g}" for k, v in (("gain", args.site_gain), ("disk", args.site_disk), ("t", args.site_t))
                       if v is not None)
-    path = Path(args.out) / f"lesion_sweep_{args.guide_against}{suffix}.json"
+    transplant = "_transplant" if pipe.findings == "transplant" else ""
+    path = Path(args.out) / f"lesion_sweep_{args.guide_against}{transplant}{suffix}.json"
     atomic_write_text(path, json.dumps({"checkpoint": args.checkpoint, "n": args.n, "inversion": pipe.inversion,
-                                        "site_options": pipe.site_options, "rows": res}, indent=1))
+                                        "findings": pipe.findings, "site_options": pipe.site_options, "rows": res},
+                                       indent=1))
 
 
 if __name__ == "__main__":

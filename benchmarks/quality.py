@@ -16,6 +16,7 @@ One world per process (then merge):               python benchmarks/quality.py -
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -30,7 +31,7 @@ from causaldiff.evaluation.evaluate import Evaluator, eval_data
 from causaldiff.evaluation.predictor import AntiCausalPredictor, PredictorModule, export_predictor
 from causaldiff.evaluation.report import markdown
 from causaldiff.inference.batch import InferenceOptions
-from causaldiff.inference.pipeline import GUIDE_AGAINST, INVERSIONS
+from causaldiff.inference.pipeline import FINDINGS, GUIDE_AGAINST, INVERSIONS, training_images
 from causaldiff.io import atomic_write_text
 from causaldiff.models.causal_diffae import CausalDiffAE
 from causaldiff.training.callbacks import GridCallback
@@ -100,9 +101,11 @@ def run_world(world: str, model_ckpt: str | Path, args) -> dict:
     model = CausalDiffAE.from_checkpoint(model_ckpt).to(device)
     predictor = AntiCausalPredictor.from_checkpoint(pred_ckpt)
     opts = InferenceOptions.for_checkpoint(model_ckpt, steps=args.steps, inversion=args.inversion,
-                                           guidance=args.guidance, guide_against=args.guide_against, batch_size=256)
+                                           guidance=args.guidance, guide_against=args.guide_against,
+                                           findings=args.findings, batch_size=256)
     report = Evaluator(model, predictor, eval_data(model_ckpt, args.n), opts, args.cycles, args.variants,
-                       capture=device == "cuda", progress=False).run()
+                       capture=device == "cuda", progress=False,
+                       site_source=functools.partial(training_images, model_ckpt)).run()
     report["meta"].update({"model": str(model_ckpt), "train_seconds": round(train_s, 1), "device": device,
                            "global_step": load_checkpoint(model_ckpt).get("global_step")})
     if args.export:
@@ -117,11 +120,15 @@ def merge(parts: dict[str, dict]) -> str:
              "(< 1 beats doing nothing). The second table holds the raw metrics, with the *identity* (cf_x = x) and "
              "*truth* (rendered true counterfactual) rows read by the same predictor against the same targets (the "
              "attribute SCM's counterfactual labels). Lower is better except DCI. Effectiveness is normalised: "
-             "MAE / label std (continuous) or 1 − accuracy (discrete). L1 on the 0–255 scale.", ""]
+             "MAE / label std (continuous) or 1 − accuracy (discrete). L1 on the 0–255 scale. The test items are "
+             "split evenly across the nodes; each item's value is another item's, for a discrete node one of another "
+             "class (since session 10: every do() switches the class; before, a 5 % lesion switched in a handful of "
+             "items). Each world's header gives the inference switches it was run with.", ""]
     for world, rep in parts.items():
         m = rep["meta"]
+        switches = ", ".join(f"{k} {m[k]}" for k in ("inversion", "findings", "guidance") if k in m)
         lines += [f"## {world} (`{m.get('model')}`, trained {m.get('global_step')} steps; n = {m['n']}, "
-                  f"steps = {m['steps']}, evaluated on {m.get('device')})", "", markdown(rep)]
+                  f"steps = {m['steps']}, evaluated on {m.get('device')}; {switches})", "", markdown(rep)]
     lines += ["Targets:", *[f"- {t}" for t in TARGETS]]
     return "\n".join(lines) + "\n"
 
@@ -136,6 +143,7 @@ def main() -> None:
                     help="abduction of the noise (default: the checkpoint's recommendation, else ddim)")
     ap.add_argument("--guidance", type=float, default=1.0, help="guidance weight w")
     ap.add_argument("--guide-against", choices=GUIDE_AGAINST, help="default: the checkpoint's, else factual")
+    ap.add_argument("--findings", choices=FINDINGS, help="default: the checkpoint's (brain32: transplant)")
     ap.add_argument("--max-steps", type=int, help="override the configs' max_steps")
     ap.add_argument("--batch-size", type=int, help="override the configs' batch size")
     ap.add_argument("--predictor-epochs", type=int, default=6)

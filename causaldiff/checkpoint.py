@@ -55,16 +55,17 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     return ckpt
 
 
-RECOMMENDABLE = ("mode", "propagation", "inversion", "guide_against", "exogenous")  # the pipeline's switches
+RECOMMENDABLE = ("mode", "propagation", "inversion", "guide_against", "exogenous", "findings",
+                 "finding_guidance")  # the pipeline's switches
 
 
-def recommended_switches(path: str | Path) -> dict[str, str]:
+def recommended_switches(path: str | Path) -> dict:
     """The pipeline switches a checkpoint recommends (its ``inference`` entry, written by ``export_checkpoint``
     from a benchmark's measurement, e.g. brain32's ``{"inversion": "residual"}``); {} when it has none."""
     return check_recommendable(load_checkpoint(path).get("inference") or {}, f"{path}: ")
 
 
-def check_recommendable(settings: dict, where: str = "") -> dict[str, str]:
+def check_recommendable(settings: dict, where: str = "") -> dict:
     """``settings`` as a new dict; a ValueError naming any key that is not a pipeline switch."""
     unknown = sorted(set(settings) - set(RECOMMENDABLE))
     if unknown:

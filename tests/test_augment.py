@@ -78,15 +78,15 @@ def test_pairs_add_one_reconstruction_per_source_with_its_own_labels(brain_folde
         assert all(abs(float(ds.labels[k][i]) - float(src.labels[k][j])) < 1e-3 for k in src.labels)
 
 
-def test_site_guidance_augments_and_is_part_of_the_plan(brain_folder, tmp_path):
+def test_a_transplant_augments_and_is_part_of_the_plan(brain_folder, tmp_path):
     out = tmp_path / "aug"
-    main([*AUG, "--guide-against", "site", "--guidance", "5", "--input", str(brain_folder), "--out", str(out)])
+    main([*AUG, "--findings", "transplant", "--finding-guidance", "5", "--input", str(brain_folder), "--out", str(out)])
     plan = json.loads((out / "manifest.json").read_text())
-    assert plan["guide_against"] == "site"
+    assert (plan["findings"], plan["finding_guidance"]) == ("transplant", 5.0)
     ds = FolderDataset(out, size=32, channels=1)
     assert len(ds) == len(plan["items"]) > 0 and torch.all(ds.labels["lesion"] == 1)
-    with pytest.raises(SystemExit, match="different augmentation plan"):  # resuming under another guidance is refused
-        main([*AUG, "--guidance", "5", "--input", str(brain_folder), "--out", str(out)])
+    with pytest.raises(SystemExit, match="different augmentation plan"):  # resuming under another weight is refused
+        main([*AUG, "--findings", "transplant", "--input", str(brain_folder), "--out", str(out)])
 
 
 def test_rerun_finishes_only_missing_items(brain_folder, tmp_path):

@@ -32,6 +32,21 @@ def test_interventions_cover_every_node_from_the_data(tiny_ckpt):
         assert set(vals.tolist()) <= set(data.labels[node].tolist())
 
 
+def test_a_discrete_nodes_interventions_all_switch_its_class_even_when_it_is_rare():
+    from causaldiff.evaluation.evaluate import EvalData
+
+    n = 200
+    rare = (torch.arange(n) % 20 == 0).float()  # a 5 % class
+    labels = {"lesion": rare, "age": torch.linspace(20, 80, n)}
+    graph = CausalGraph.from_dict({"lesion": {"kind": "binary"}, "age": {}})
+    groups = dict((node, (idx, vals)) for node, idx, vals in draw_interventions(
+        EvalData(torch.zeros(n, 1, 2, 2), labels, None, None), graph, seed=0))
+    idx, vals = groups["lesion"]
+    assert len(idx) == 100 and torch.equal(vals, 1 - rare[idx])  # every one switched, rare class or not
+    idx, vals = groups["age"]  # a continuous node's values: other samples' own
+    assert set(vals.tolist()) <= set(labels["age"].tolist()) and (vals != labels["age"][idx]).float().mean() > 0.9
+
+
 def test_every_option_reaches_the_variants_pipelines(tiny_ckpt):
     from causaldiff.evaluation.evaluate import Evaluator
     from causaldiff.inference.batch import InferenceOptions

@@ -134,10 +134,12 @@ def test_cli_flags_reach_the_pipeline(tmp_path):
     p = argparse.ArgumentParser()
     add_inference_args(p)
     opts = options(p.parse_args(["--checkpoint", "pendulum32", "--guide-against", "null", "--exogenous", "keep",
-                                 "--seed", "3"]))
+                                 "--seed", "3", "--findings", "transplant", "--finding-guidance", "4"]))
     assert (opts.guide_against, opts.exogenous, opts.seed) == ("null", "keep", 3)
+    assert opts.switches()["findings"] == "transplant" and opts.switches()["finding_guidance"] == 4.0
     default = options(p.parse_args(["--checkpoint", "pendulum32"]))
     assert (default.guide_against, default.propagation, default.inversion) == ("factual", "labels", "ddim")
+    assert (default.findings, default.finding_guidance) == ("decode", 3.0)
     assert options(p.parse_args(["--checkpoint", "brain32"])).inversion == "residual"  # brain32 recommends it
     model = tiny_model("brain", n=256)[0]
     chosen = options(p.parse_args(["--checkpoint", "pendulum32", "--propagation", "mechanisms"]))
@@ -146,6 +148,8 @@ def test_cli_flags_reach_the_pipeline(tmp_path):
         p.parse_args(["--checkpoint", "x", "--exogenous", "never"])
     with pytest.raises(ValueError, match="guide_against must be one of"):
         CounterfactualPipeline(model, guide_against="sideways")
+    with pytest.raises(ValueError, match="findings must be one of"):
+        CounterfactualPipeline(model, findings="painted")
     with pytest.raises(ValueError, match="propagation must be one of"):
         CounterfactualPipeline(model, propagation="sideways")
 

@@ -1,4 +1,4 @@
-"""Site codes: a switched-on finding is drawn at a site sampled from where the model saw it (guide_against="site")."""
+"""Site codes: a switched-on finding is drawn at a site sampled from where the model saw it (findings="transplant")."""
 
 import pytest
 import torch
@@ -67,9 +67,9 @@ def brain():
     return model, to_unit(world.render(exo, labels)), labels
 
 
-def test_site_guidance_draws_at_seeded_sites_from_the_bank_and_leaves_unswitched_images_masked(brain):
+def test_a_transplant_draws_at_seeded_sites_from_the_bank_and_leaves_unswitched_images_to_guide_against(brain):
     model, x, labels = brain
-    pipe = CounterfactualPipeline(model, guide_against="site")
+    pipe = CounterfactualPipeline(model, findings="transplant")
     with pytest.raises(ValueError, match="needs lesion's site bank: call fit_sites"):
         pipe(x[:2], {k: v[:2] * 0 for k, v in labels.items()}, "lesion=1", steps=3, guidance=3.0)
     bank = pipe.fit_sites("lesion", x, labels, steps=3, n=8)
@@ -77,30 +77,34 @@ def test_site_guidance_draws_at_seeded_sites_from_the_bank_and_leaves_unswitched
     neg = torch.nonzero(labels["lesion"] == 0).flatten()[:6]
     x0, y0 = x[neg], {k: v[neg] for k, v in labels.items()}
     ab = pipe.abduct(x0, y0, steps=3)
-    cf = lambda seed: pipe.counterfactuals(ab, ["lesion=1"], 3, 3.0, torch.Generator().manual_seed(seed))[0]  # noqa: E731
+    cf = lambda seed, w=3.0: pipe.counterfactuals(ab, ["lesion=1"], 3, w, torch.Generator().manual_seed(seed))[0]  # noqa: E731
     a, b = cf(1), cf(1)
     assert torch.equal(a.cf_x, b.cf_x)  # same seed, same site, same image
+    torch.testing.assert_close(cf(1, w=1.0).cf_x, a.cf_x)  # the transplant's weight is finding_guidance, not w
     sites = pipe.draw_sites(ab.labels, a.cf_labels, 3, torch.Generator().manual_seed(1))
     assert sites.drawn.all()  # every lesion-free image is switched on
     factual = pipe.predict(ab.noise, ab.z, ab.s, 3)
     change = (a.cf_x - factual).abs().mean(1).flatten(1)
     where = torch.stack([change.argmax(1) // 16, change.argmax(1) % 16], 1).float() + 0.5
     assert (where - sites.where[:, :2] * 16).norm(dim=1).median() <= 2.0  # the largest change is at the drawn site
+    pipe.finding_guidance = 1.0
+    assert (cf(1).cf_x - a.cf_x).abs().amax() > 1e-3  # ... which sets how strongly it is drawn
+    pipe.finding_guidance = 3.0
     pos = torch.nonzero(labels["lesion"] == 1).flatten()[:3]  # already lesioned: nothing switched on
-    ab1 = pipe.abduct(x[pos], {k: v[pos] for k, v in labels.items()}, steps=3)
-    kept = pipe.counterfactuals(ab1, ["lesion=1"], 3, 3.0, torch.Generator().manual_seed(1))[0].cf_x
-    masked = CounterfactualPipeline(model, guide_against="masked").counterfactuals(ab1, ["lesion=1"], 3, 3.0)[0].cf_x
-    torch.testing.assert_close(kept, masked)
-    mixed = torch.cat([neg[:2], pos])  # in one batch with drawn images, the unswitched ones still decode as masked
-    ab2 = pipe.abduct(x[mixed], {k: v[mixed] for k, v in labels.items()}, steps=3)
-    out = pipe.counterfactuals(ab2, ["lesion=1"], 3, 3.0, torch.Generator().manual_seed(1))[0].cf_x
-    ref = CounterfactualPipeline(model, guide_against="masked").counterfactuals(ab2, ["lesion=1"], 3, 3.0)[0].cf_x
-    torch.testing.assert_close(out[2:], ref[2:], atol=1e-5, rtol=0)
-    assert (out[:2] - ref[:2]).abs().amax() > 1e-3  # the switched ones do not
-    exact = CounterfactualPipeline(model, guide_against="site", inversion="residual")
+    mixed = torch.cat([neg[:2], pos])  # in one batch with drawn images, the others decode as guide_against says
+    for against in ("factual", "masked"):
+        pipe.guide_against = against
+        ab2 = pipe.abduct(x[mixed], {k: v[mixed] for k, v in labels.items()}, steps=3)
+        out = pipe.counterfactuals(ab2, ["lesion=1", "age+=20"], 3, 3.0, torch.Generator().manual_seed(1))
+        plain = CounterfactualPipeline(model, guide_against=against)
+        ref = plain.counterfactuals(ab2, ["lesion=1", "age+=20"], 3, 3.0)
+        torch.testing.assert_close(out[0].cf_x[2:], ref[0].cf_x[2:], atol=1e-5, rtol=0)
+        torch.testing.assert_close(out[1].cf_x, ref[1].cf_x, atol=1e-5, rtol=0)  # no finding switched on
+        assert (out[0].cf_x[:2] - ref[0].cf_x[:2]).abs().amax() > 1e-3  # the switched ones are transplanted
+    exact = CounterfactualPipeline(model, findings="transplant", inversion="residual")
     exact.site_banks = pipe.site_banks  # with residual abduction the unswitched ones come back exactly
     ab3 = exact.abduct(x[mixed], {k: v[mixed] for k, v in labels.items()}, steps=3)
-    out3 = exact.counterfactuals(ab3, ["lesion=1"], 3, 3.0, torch.Generator().manual_seed(1))[0].cf_x
+    out3 = exact.counterfactuals(ab3, ["lesion=1"], 3, 1.0, torch.Generator().manual_seed(1))[0].cf_x
     assert (out3[2:] - x[mixed][2:]).abs().amax() < 1e-5 < 1e-3 < (out3[:2] - x[mixed][:2]).abs().amax()
     changed = ((out3[:2] - x[mixed][:2]).abs() > 1e-5).sum((1, 2, 3))  # the drawn ones are the source outside the
     assert (changed <= 13).all()  # disk of 3.5 px at 32 px (1.75 px at 16: at most 13 pixels)
@@ -109,14 +113,14 @@ def test_site_guidance_draws_at_seeded_sites_from_the_bank_and_leaves_unswitched
 def test_fitting_sites_needs_an_image_that_shows_the_finding(brain):
     model, x, labels = brain
     with pytest.raises(ValueError, match="no image with lesion = 1"):
-        CounterfactualPipeline(model, guide_against="site").fit_sites("lesion", x[:4], {k: v[:4] * 0 for k, v in
+        CounterfactualPipeline(model, findings="transplant").fit_sites("lesion", x[:4], {k: v[:4] * 0 for k, v in
                                                                                         labels.items()})
 
 
-def test_only_nodes_marked_local_get_sites_and_site_guidance_needs_one(brain):
+def test_only_nodes_marked_local_get_sites_and_a_transplant_needs_one(brain):
     model, x, labels = brain
     assert [n for n, node in model.graph.nodes.items() if node.local] == ["lesion"]
-    pipe = CounterfactualPipeline(model, guide_against="site")
+    pipe = CounterfactualPipeline(model, findings="transplant")
     pipe.site_banks["lesion"] = SiteBank(torch.tensor([[0.5, 0.5, 1.0]]), torch.ones(1, 1, 5, 5))  # 16 px: 5 × 5
     zeros = {k: torch.zeros(4) for k in model.graph.order}
     ones = {k: torch.ones(4) for k in model.graph.order}
@@ -130,7 +134,7 @@ def test_only_nodes_marked_local_get_sites_and_site_guidance_needs_one(brain):
         pipe.draw_sites(zeros, ones)
     pendulum, _ = tiny_model("pendulum")
     with pytest.raises(ValueError, match="needs a node marked local: true"):
-        CounterfactualPipeline(pendulum, guide_against="site")
+        CounterfactualPipeline(pendulum, findings="transplant")
 
 
 def test_local_is_a_binary_nodes_flag_in_the_graph_config():
@@ -149,6 +153,6 @@ def test_the_bank_keeps_the_findings_polarity_and_drops_peaks_of_the_other_sign(
     peaks = torch.tensor([[0.2, 0.2, 0.5], [0.3, 0.3, 0.6], [0.4, 0.4, -0.2], [0.5, 0.5, 0.4]])
     patches = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 1, 5, 5)
     monkeypatch.setattr("causaldiff.inference.pipeline.abduct_sites", lambda *a: (peaks, patches))
-    bank = CounterfactualPipeline(model, guide_against="site").fit_sites("lesion", x, labels)
+    bank = CounterfactualPipeline(model, findings="transplant").fit_sites("lesion", x, labels)
     torch.testing.assert_close(bank.sites, peaks[[0, 1, 3]])
     torch.testing.assert_close(bank.patches, patches[[0, 1, 3]])

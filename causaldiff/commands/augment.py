@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> None:
                  "per_image": args.per_image, "steps": args.steps, "guidance": args.guidance, "seed": args.seed,
                  "mode": opts.mode, "inversion": opts.inversion,
                  **({"pairs": True} if args.pairs else {}),  # plans written before --pairs still resume
-                 **({"guide_against": opts.guide_against} if opts.guide_against == "site" else {})}
+                 **({"findings": opts.findings, "finding_guidance": opts.finding_guidance}
+                    if opts.findings == "transplant" else {})}
     predictor = common.predictor(args.predictor, pipe) if args.predictor else None
     n = run_augment(pipe, inp, args.out, items, plan_args, opts, args.devices, args.strategy, predictor=predictor)
     print(f"{n} counterfactual images and labels.csv in {args.out}")

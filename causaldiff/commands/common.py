@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from causaldiff.inference.pipeline import GUIDE_AGAINST, INVERSIONS
+from causaldiff.inference.pipeline import FINDINGS, GUIDE_AGAINST, INVERSIONS
 
 
 def add_inference_args(p: argparse.ArgumentParser, batch_size: int = 32) -> None:
@@ -14,19 +14,18 @@ def add_inference_args(p: argparse.ArgumentParser, batch_size: int = 32) -> None
     p.add_argument("--steps", type=int, default=50, help="DDIM steps for inversion and decoding (default 50)")
     p.add_argument("--guidance", type=float, default=1.0, help="guidance weight w; > 1 strengthens the change")
     p.add_argument("--guide-against", choices=GUIDE_AGAINST,
-                   help="what guidance pushes away from: the image's factual condition (only the intervened change "
-                   "grows; the default), the same only on the pixels where the prediction changes most (local: for "
-                   "local changes such as a lesion, the rest decoded as without guidance), masked (as local, the rest "
-                   "kept as reconstructed, also at w = 1), the null condition (classifier-free guidance: the whole "
-                   "condition grows), or site (a node marked local: true, e.g. a lesion, switched on is transplanted: "
-                   "a site and appearance drawn, seeded by --seed, from those the model's removal found in its "
-                   "training images, the rest of the image kept; try w = 3 with --inversion residual)")
-    p.add_argument("--exogenous", choices=["sample", "keep"],
-                   help="a discrete node whose class do() switches: draw what the label does not say (a lesion's "
-                   "site) from the target class's prior, seeded by --seed (default), or keep the abducted deviation")
+                   help="what guidance pushes away from: the factual condition (only the intervened change grows; "
+                   "default), the same only where the prediction changes most (local), masked (as local, the rest "
+                   "kept as reconstructed, also at w = 1), or the null condition (the whole condition grows)")
+    p.add_argument("--findings", choices=FINDINGS,
+                   help="a node marked local: true (a lesion) that do() switches on: decode it from its latent "
+                   "(default), or transplant a site and appearance drawn, seeded by --seed, from those the model's "
+                   "removal found in its training images, the rest kept (other images follow --guide-against)")
+    p.add_argument("--finding-guidance", type=float, help="a transplant's guidance weight in its disk (default 3)")
+    p.add_argument("--exogenous", choices=["sample", "keep"], help="a class do() switches: draw what the label does "
+                   "not say from the class's prior, seeded by --seed (default), or keep the abducted deviation")
     p.add_argument("--mode", choices=["shift", "replace"],
-                   help="shift (the default): move the latent by g(new) - g(old) (keeps the individual); replace: set "
-                   "it to g(new)")
+                   help="shift (default): move the latent by g(new) - g(old), keeping the individual; replace: g(new)")
     p.add_argument("--propagation", choices=["labels", "mechanisms", "none"],
                    help="how the intervened nodes' descendants follow: to their counterfactual labels from the "
                    "attribute SCM (default; measured best), through the learned latent mechanisms, or not at all")
@@ -34,9 +33,9 @@ def add_inference_args(p: argparse.ArgumentParser, batch_size: int = 32) -> None
                    help="abduction of the decoder's noise: plain DDIM inversion (the default); fixed-point inversion "
                    "(4 network calls a step; reconstructs more closely); or residual (2 calls a step: DDIM with "
                    "per-step residuals, so what the intervention does not change comes back exactly)")
-    p.epilog = ("Switches not given (--guide-against, --exogenous, --mode, --propagation, --inversion) take the "
-                "checkpoint's recommendation where it has one (causaldiff models; brain32: --inversion residual), "
-                "else their default.")
+    p.epilog = ("Switches not given (--guide-against, --exogenous, --mode, --propagation, --inversion, --findings, "
+                "--finding-guidance) take the checkpoint's recommendation where it has one (causaldiff models; "
+                "brain32: --inversion residual --findings transplant), else their default.")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the random draws: label-noise abduction, exogenous codes (default 0)")
     p.add_argument("--batch-size", type=int, default=batch_size, help=f"images per batch (default {batch_size})")
@@ -50,8 +49,9 @@ def options(args: argparse.Namespace):
 
     return InferenceOptions.for_checkpoint(
         args.checkpoint, steps=args.steps, guidance=args.guidance, mode=args.mode, propagation=args.propagation,
-        inversion=args.inversion, guide_against=args.guide_against, exogenous=args.exogenous, seed=args.seed,
-        batch_size=args.batch_size, device=args.device)
+        inversion=args.inversion, guide_against=args.guide_against, exogenous=args.exogenous,
+        findings=args.findings, finding_guidance=args.finding_guidance, seed=args.seed, batch_size=args.batch_size,
+        device=args.device)
 
 
 def inputs(args: argparse.Namespace, pipe, n: int | None):

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> None:
     pipe = opts.pipeline(args.checkpoint)
     predictor = common.predictor(args.predictor, pipe)
     report = Evaluator(pipe.model, predictor, eval_data(args.checkpoint, args.n), opts, args.cycles, args.variants,
-                       capture=args.capture).run()
+                       capture=args.capture, site_source=pipe.site_source).run()
     out = Path(args.out)
     atomic_write_text(out, json.dumps(report, indent=2))
     table = markdown(report)

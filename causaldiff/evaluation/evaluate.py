@@ -20,7 +20,9 @@ Every row is read against the same targets: the attribute SCM's counterfactual l
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -66,12 +68,26 @@ def eval_data(checkpoint, n: int) -> EvalData:
 
 
 def draw_interventions(data: EvalData, graph, seed: int) -> list[tuple[str, Tensor, Tensor]]:
-    """[(node, sample indices, values)]: samples split evenly across nodes; values from other random samples."""
+    """[(node, sample indices, values)]: samples split evenly across nodes; values from other random samples, for a
+    discrete node from one of another class (a do() that keeps the class measures nothing: with a rare class, such as
+    a 5 % lesion, donors drawn at random would switch a handful of images)."""
     g = torch.Generator().manual_seed(seed)
     n = data.x.shape[0]
     perm, donor = torch.randperm(n, generator=g), torch.randperm(n, generator=g)
     groups = perm.tensor_split(len(graph))
-    return [(node, idx, data.labels[node][donor[idx]]) for node, idx in zip(graph.order, groups)]
+    return [(node, idx, _other_class(data.labels[node], idx, g) if graph[node].discrete
+             else data.labels[node][donor[idx]]) for node, idx in zip(graph.order, groups)]
+
+
+def _other_class(y: Tensor, idx: Tensor, g: torch.Generator) -> Tensor:
+    """(len(idx),) the class of a random sample whose class differs from each indexed sample's (its own where none
+    does): other classes in proportion to their share of the data."""
+    order = y[torch.randperm(len(y), generator=g)]
+    picks = []
+    for k, own in enumerate(y[idx].tolist()):
+        other = order[order != own]
+        picks.append(other[k % len(other)] if len(other) else torch.tensor(own, dtype=y.dtype))
+    return torch.stack(picks) if picks else y[:0]
 
 
 class Evaluator:
@@ -79,7 +95,7 @@ class Evaluator:
 
     def __init__(self, model: CausalDiffAE, predictor: AntiCausalPredictor | None, data: EvalData,
                  opts: InferenceOptions | None = None, cycles: int = 10, variants: list[str] | None = None,
-                 capture: bool = False, progress: bool = True):
+                 capture: bool = False, progress: bool = True, site_source: Callable | None = None):
         unknown = set(variants or []) - set(VARIANTS)
         if unknown:
             raise ValueError(f"unknown variant(s) {sorted(unknown)} (choose from {list(VARIANTS)})")
@@ -88,6 +104,8 @@ class Evaluator:
         self.graph = model.graph
         self.opts, self.cycles = opts or InferenceOptions(batch_size=256), cycles
         self.variants, self.capture, self.progress = variants or DEFAULT_VARIANTS, capture, progress
+        # images + labels to fit site banks from (findings="transplant"), read once for every variant
+        self.site_source = functools.cache(site_source) if site_source else None
         self.groups = draw_interventions(data, self.graph, self.opts.seed)
         # each group's true counterfactual (labels, image in [-1, 1]), rendered once for every row
         self.truths = None if data.world is None else [self._truth(idx, node, vals) for node, idx, vals in self.groups]
@@ -100,6 +118,7 @@ class Evaluator:
         report = {"meta": {"n": self.data.x.shape[0], "steps": self.opts.steps, "cycles": self.cycles,
                            "seed": self.opts.seed, "guidance": self.opts.guidance,
                            "guide_against": self.opts.guide_against, "inversion": self.opts.inversion,
+                           "findings": self.opts.findings, "finding_guidance": self.opts.finding_guidance,
                            "nodes": self.graph.order, "world": getattr(self.data.world, "name", None)},
                   "disentanglement": self.disentanglement(), "variants": {}}
         for name in self.variants:
@@ -135,7 +154,9 @@ class Evaluator:
 
     def pipeline(self, name: str) -> CounterfactualPipeline:
         """Variant ``name``'s pipeline: every switch of the options, the variant's own on top."""
-        return CounterfactualPipeline(self.model, capture=self.capture, **{**self.opts.switches(), **VARIANTS[name]})
+        pipe = CounterfactualPipeline(self.model, capture=self.capture, **{**self.opts.switches(), **VARIANTS[name]})
+        pipe.site_source = self.site_source
+        return pipe
 
     def variant(self, pipe) -> dict:
         def make(j, node, idx, vals, x, labels):

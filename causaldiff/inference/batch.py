@@ -30,8 +30,10 @@ class InferenceOptions:
     mode: str = "shift"  # shift: z_k += g_k(new) - g_k(old); replace: z_k = g_k(new)
     propagation: str = "labels"  # descendants follow: labels (attribute SCM) | mechanisms (latent) | none
     inversion: str = "ddim"  # ddim | fixed-point (nearer) | residual (exact reconstruction) | none (forward noising)
-    guide_against: str = "factual"  # what w > 1 pushes away from: factual | local | masked | null | site
+    guide_against: str = "factual"  # what w > 1 pushes away from: factual | local | masked | null
     exogenous: str = "sample"  # a switched class's deviation: sample (from its prior, seeded) | keep (shifted)
+    findings: str = "decode"  # a local finding do() switches on: decode (its latent) | transplant (a site code)
+    finding_guidance: float = 3.0  # the transplant's guidance weight inside its disk
     seed: int = 0
     batch_size: int = 32  # images per pipeline call
     device: str | None = None  # default: cuda when available
@@ -45,7 +47,8 @@ class InferenceOptions:
     def switches(self) -> dict:
         """The :class:`CounterfactualPipeline` switches these options set (one list, so none is left behind)."""
         return {"mode": self.mode, "propagation": self.propagation, "inversion": self.inversion,
-                "guide_against": self.guide_against, "exogenous": self.exogenous}
+                "guide_against": self.guide_against, "exogenous": self.exogenous, "findings": self.findings,
+                "finding_guidance": self.finding_guidance}
 
     def pipeline(self, checkpoint: str | Path, **kwargs) -> CounterfactualPipeline:
         """The pipeline of a checkpoint (path or shipped name) with these options' switches."""

@@ -55,7 +55,8 @@ class CounterfactualOutput:
     cf_z: Tensor  # counterfactual causal latents (B, n, d)
 
 
-GUIDE_AGAINST = ("factual", "local", "masked", "null", "site")  # what guidance pushes away from (see the class)
+GUIDE_AGAINST = ("factual", "local", "masked", "null")  # what guidance pushes away from (see the class)
+FINDINGS = ("decode", "transplant")  # how a local finding that do() switches on is drawn (see the class)
 INVERSIONS = ("ddim", "fixed-point", "residual")  # how the decoder's noise is abducted (see the class; the
 # evaluation's no-abduction peer adds "none")
 
@@ -79,12 +80,16 @@ class CounterfactualPipeline:
             intervened change is amplified and everything else stays as decoded), ``local`` (the same, amplified
             only on the pixels where the prediction changes most: see :func:`local_guidance`), ``masked`` (as
             ``local``, and the other pixels decoded under the factual condition, so they stay as reconstructed; it
-            applies at w = 1 too), ``null`` (classifier-free guidance, Ho & Salimans 2022: the whole condition is
-            amplified) or ``site`` (a node marked ``local`` that do() switches on is transplanted: a site and
-            appearance drawn, seeded, from those abducted where it was seen, added late in the decoding, with
-            guidance only around it and every other pixel the factual decoding's; see
-            :mod:`causaldiff.inference.sites`; other images as ``masked``). Its site banks come from
-            :meth:`fit_sites`, or from ``site_source`` on first use.
+            applies at w = 1 too) or ``null`` (classifier-free guidance, Ho & Salimans 2022: the whole condition is
+            amplified).
+        findings: how a node marked ``local`` (a lesion) that do() switches on is drawn: ``decode`` (from its latent
+            block, like any other node) or ``transplant`` (a site and appearance drawn, seeded, from those abducted
+            where it was seen, added late in the decoding, with guidance ``finding_guidance`` only around it and
+            every other pixel the factual decoding's; see :mod:`causaldiff.inference.sites`). Images without such a
+            switch are decoded as ``guide_against`` says. Site banks come from :meth:`fit_sites`, or from
+            ``site_source`` on first use.
+        finding_guidance: the transplant's guidance weight inside its disk (3 measured best on brain32: at 1 the
+            decoder erases half of the transplanted finding; guidance.md).
         exogenous: ``sample`` draws a switched discrete node's deviation from its class prior; ``keep`` shifts the
             abducted one (what models without fitted priors do).
         capture: on CUDA, capture each DDIM loop once as a CUDA graph and replay it.
@@ -92,24 +97,27 @@ class CounterfactualPipeline:
 
     def __init__(self, model: CausalDiffAE, mode: str = "shift", propagation: str = "labels",
                  inversion: str = "ddim", fixed_point_iters: int = 3, guide_against: str = "factual",
-                 exogenous: str = "sample", capture: bool = False):
+                 exogenous: str = "sample", findings: str = "decode", finding_guidance: float = 3.0,
+                 capture: bool = False):
         for name, value, options in (("mode", mode, ("shift", "replace")),
                                      ("propagation", propagation, ("mechanisms", "labels", "none")),
                                      ("inversion", inversion, (*INVERSIONS, "none")),
                                      ("guide_against", guide_against, GUIDE_AGAINST),
-                                     ("exogenous", exogenous, ("sample", "keep"))):
+                                     ("exogenous", exogenous, ("sample", "keep")),
+                                     ("findings", findings, FINDINGS)):
             if value not in options:
                 raise ValueError(f"{name} must be one of {options}, got {value!r}")
         self.model = model.eval()
         self.graph = model.graph
-        if guide_against == "site" and not any(n.local for n in self.graph.nodes.values()):
-            raise ValueError("guide_against='site' needs a node marked local: true in the graph (a binary finding "
+        if findings == "transplant" and not any(n.local for n in self.graph.nodes.values()):
+            raise ValueError("findings='transplant' needs a node marked local: true in the graph (a binary finding "
                              "drawn at a site, e.g. a lesion); this model's graph has none")
         self.mode, self.propagation, self.inversion = mode, propagation, inversion
         self.guide_against, self.exogenous = guide_against, exogenous
+        self.findings, self.finding_guidance = findings, float(finding_guidance)
         self.inversion_iters = fixed_point_iters if inversion == "fixed-point" else 0
         self.run_loop = LoopRunner(capture)
-        self._local_eps: dict[float, EpsFn] = {}  # one eps function per weight, so captured loops are reused
+        self._local_eps: dict[tuple, EpsFn] = {}  # one eps function per (weight, outside): captured loops reused
         self._tables: dict[tuple, DDIMTables] = {}
         self._warned: set[str] = set()
         self.site_banks: dict[str, SiteBank] = {}
@@ -122,7 +130,7 @@ class CounterfactualPipeline:
         (a value of None counts as not given); its site banks, if needed, come from the training split it records."""
         kwargs = {**recommended_switches(path), **{k: v for k, v in kwargs.items() if v is not None}}
         pipe = cls(CausalDiffAE.from_checkpoint(path, map_location="cpu").to(device), **kwargs)
-        pipe.site_source = lambda: _training_images(path)
+        pipe.site_source = functools.partial(training_images, path)
         return pipe
 
     @property
@@ -184,31 +192,47 @@ class CounterfactualPipeline:
         """Decode x_T (B, C, H, W) under the counterfactual condition [cf_z, s]; returns cf_x clamped to [-1, 1].
 
         ``z`` (B, n, d), the factual latents, is what guidance pushes away from when ``guide_against='factual'``.
-        ``sites``, with ``guide_against='site'``: where and what to draw for a switched-on finding (see
-        :class:`~causaldiff.inference.sites.Sites`; NaN rows: nowhere).
+        ``sites``, with ``findings='transplant'``: where and what to draw for a switched-on finding (see
+        :class:`~causaldiff.inference.sites.Sites`); images with a NaN row are decoded as ``guide_against`` says.
         ``residuals`` (S, B, C, H, W): an exact abduction's (``inversion='residual'``), added after each step.
         """
-        m = self.model
         if residuals is not None and residuals.shape[0] != steps:
             raise ValueError(f"this abduction's residuals are for {residuals.shape[0]} steps; decode it with "
                              f"steps={residuals.shape[0]}, not {steps}")
+        drawn = None if sites is None else sites.drawn
+        if drawn is None or not bool(drawn.any()):
+            return self.decode(noise, cf_z, s, steps, guidance, z, residuals)
+        if z is None:
+            raise ValueError("a transplant keeps the factual decoding around it: it needs the factual latents z")
+        m, on, rest = self.model, drawn.to(noise.device), ~drawn.to(noise.device)
+        part = lambda t, rows: None if t is None else t[:, rows]  # noqa: E731 (residuals are (S, B, ...))
+        options = {"t_bump": round(BUMP_AT * m.scheduler_config["num_train_timesteps"]), **self.site_options}
+        cf_x = torch.empty_like(noise)
+        cf_x[on] = site_loop(m.eps, noise[on], m.condition(cf_z[on], s[on]), m.condition(z[on], s[on]),
+                             self._schedule("sample", steps), self.finding_guidance,
+                             Sites(sites.where[drawn], sites.patches[drawn]), residuals=part(residuals, on), **options)
+        if bool(rest.any()):
+            cf_x[rest] = self.decode(noise[rest], cf_z[rest], s[rest], steps, guidance, z[rest], part(residuals, rest))
+        return cf_x.clamp(-1, 1)
+
+    def decode(self, noise: Tensor, cf_z: Tensor, s: Tensor, steps: int, guidance: float, z: Tensor | None,
+               residuals: Tensor | None = None, guide_against: str | None = None) -> Tensor:
+        """:meth:`predict` without transplants: guidance ``guidance`` against ``guide_against`` (default: the
+        pipeline's)."""
+        m, against = self.model, guide_against or self.guide_against
         tables, cond = self._schedule("sample", steps), m.condition(cf_z, s)
-        keeps_factual = self.guide_against in ("masked", "site")
+        masked = against == "masked"
         run = functools.partial(self.run_loop, tables=tables, residuals=residuals)
-        if guidance == 1.0 and (not keeps_factual or z is None) and sites is None:  # no factual decoding to keep
+        if guidance == 1.0 and (not masked or z is None):  # no factual decoding to keep
             return run(m.eps, noise, cond).clamp(-1, 1)
-        if self.guide_against == "null":
+        if against == "null":
             return run(m.eps, noise, cond, guidance=guidance, null=m.null_condition(1)).clamp(-1, 1)
         if z is None:
             raise ValueError("guidance against the factual condition needs the factual latents z")
-        if self.guide_against == "factual":
+        if against == "factual":
             return run(m.eps, noise, cond, guidance=guidance, null=m.condition(z, s)).clamp(-1, 1)
-        if sites is not None and bool(sites.drawn.any()):
-            options = {"t_bump": round(BUMP_AT * m.scheduler_config["num_train_timesteps"]), **self.site_options}
-            return site_loop(m.eps, noise, cond, m.condition(z, s), tables, guidance, sites, residuals=residuals,
-                             **options).clamp(-1, 1)
-        outside = 0.0 if keeps_factual else 1.0
-        eps = self._local_eps.setdefault(guidance, local_guidance(m.eps, guidance, outside=outside))
+        outside = 0.0 if masked else 1.0
+        eps = self._local_eps.setdefault((guidance, outside), local_guidance(m.eps, guidance, outside=outside))
         return run(eps, noise, torch.cat([cond, m.condition(z, s)], dim=1)).clamp(-1, 1)
 
     def __call__(self, x: Tensor, labels: Labels | None = None, do=(), steps: int = 50, guidance: float = 1.0,
@@ -224,13 +248,13 @@ class CounterfactualPipeline:
         k, b = len(dos), ab.z.shape[0]
         cf_z = torch.cat([c[0] for c in cf])
         sites = Sites.cat([self.draw_sites(ab.labels, c[1], steps, generator) for c in cf]) \
-            if self.guide_against == "site" else None
+            if self.findings == "transplant" else None
         residuals = None if ab.residuals is None else ab.residuals.repeat(1, k, 1, 1, 1)
         cf_x = self.predict(ab.noise.repeat(k, 1, 1, 1), cf_z, ab.s.repeat(k, 1), steps, guidance, ab.z.repeat(k, 1, 1),
                             sites, residuals)
         return [CounterfactualOutput(cf_x[j * b:(j + 1) * b], cf[j][1], ab.noise, ab.z, cf[j][0]) for j in range(k)]
 
-    # ------------------------------------------------------------------ site codes (guide_against="site")
+    # ------------------------------------------------------------------ site codes (findings="transplant")
     def fit_sites(self, node: str, x: Tensor, labels: Labels, steps: int = 20, n: int = 64) -> SiteBank:
         """Fill ``node``'s site bank from up to ``n`` images of x (N, C, H, W) whose label shows the finding (1)."""
         show = torch.nonzero(torch.as_tensor(labels[node]) == 1).flatten()[:n]
@@ -265,7 +289,7 @@ class CounterfactualPipeline:
     def _site_bank(self, node: str, steps: int) -> SiteBank:
         if node not in self.site_banks:
             if self.site_source is None:
-                raise ValueError(f"guide_against='site' needs {node}'s site bank: call fit_sites('{node}', x, labels) "
+                raise ValueError(f"findings='transplant' needs {node}'s site bank: call fit_sites('{node}', x, labels) "
                                  "with images that show it, or set site_source")
             self.fit_sites(node, *self.site_source(), steps=steps)
         return self.site_banks[node]
@@ -315,7 +339,7 @@ class CounterfactualPipeline:
                           "the counterfactual is an extrapolation", stacklevel=3)
 
 
-def _training_images(checkpoint: str | Path, n: int = 4000) -> tuple[Tensor, Labels]:
+def training_images(checkpoint: str | Path, n: int = 4000) -> tuple[Tensor, Labels]:
     """The first ``n`` training images and labels of the dataset a checkpoint records (site banks are fitted on
     them, never on the images being evaluated)."""
     from causaldiff.inference.inputs import checkpoint_inputs  # the data layer imports Lightning

@@ -28,7 +28,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from causaldiff.diffusion.kernels import ddim_update
-from causaldiff.diffusion.sampler import EpsFn, local_weight
+from causaldiff.diffusion.sampler import EpsFn
 from causaldiff.diffusion.schedule import DDIMTables
 
 DISK_PX = 3.5  # guidance disk radius around the site, in pixels of a 32 px image (scaled with size)
@@ -130,48 +130,46 @@ class SiteBank:
 def site_loop(eps_fn: EpsFn, noise: Tensor, c_cf: Tensor, c_f: Tensor, tables: DDIMTables, guidance: float,
               sites: Sites, t_bump: int, gain: float = BUMP_GAIN, disk_px: float = DISK_PX,
               residuals: Tensor | None = None) -> Tensor:
-    """DDIM decoding of ``noise`` (B, C, H, W) that transplants a finding at ``sites``; images without one (NaN
-    rows) are decoded with masked guidance (:func:`local_weight`, 0 outside the mask).
+    """DDIM decoding of ``noise`` (B, C, H, W) that transplants a finding at each image's site of ``sites`` (every
+    row drawn; :meth:`CounterfactualPipeline.predict` decodes the others its own way).
 
-    Drawn images follow the factual decoding x^f (under ``c_f``) until the first step with t <= ``t_bump``, where
-    ``gain`` × their placed patch is added (x_t += sqrt(ā_t) patch); after it, ``eps = eps_f + W (eps_cf - eps_f)``
+    Each image follows the factual decoding x^f (under ``c_f``) until the first step with t <= ``t_bump``, where
+    ``gain`` × its placed patch is added (x_t += sqrt(ā_t) patch); after it, ``eps = eps_f + W (eps_cf - eps_f)``
     with W = ``guidance`` inside the site's disk, and every pixel outside the disk is replaced by x^f's (RePaint).
     ``residuals`` (S, B, C, H, W) of an exact abduction are added after each step to both paths. One network call
-    of B a step before the transplant when every image is drawn, of 3B otherwise; no host sync inside the loop.
+    of B a step before the transplant, of 3B after it; no host sync inside the loop.
     """
+    if not bool(sites.drawn.all()):
+        raise ValueError("site_loop transplants at every image's site; decode the images without one elsewhere")
     size = noise.shape[-1]
     bump = gain * place_patches(sites, size).to(noise.device, noise.dtype)
     disk = site_disk(sites.where.to(noise.device), size, disk_px)
-    drawn = sites.drawn.to(noise.device).view(-1, 1, 1, 1)
     weight = torch.where(disk, guidance, 0.0).to(noise.dtype)
-    outside = drawn & ~disk  # taken from the factual path
-    all_drawn = bool(drawn.all())
     due = torch.nonzero(tables.t.cpu() <= t_bump).flatten()
     bump_at = int(due[0]) if len(due) else len(tables.t)  # the step index, found once: no host sync in the loop
     x = x_f = noise
     for i, step in enumerate(tables.to(noise.device).steps(noise.shape[0])):
         r = 0.0 if residuals is None else residuals[i]
-        if all_drawn and i < bump_at:  # every image is still its factual decoding
+        if i < bump_at:  # still the factual decoding
             x = x_f = ddim_update(x_f, eps_fn(x_f, step.t, c_f), None, step) + r
             continue
         if i == bump_at:
             x = x + step.a_from.sqrt() * bump
         eps_cf, eps_f, eps_ff = eps_fn(torch.cat([x, x, x_f]), torch.cat([step.t] * 3),
                                        torch.cat([c_cf, c_f, c_f])).chunk(3)
-        w = weight if all_drawn else torch.where(drawn, weight if i >= bump_at else 0.0,
-                                                 local_weight(eps_cf, eps_f, guidance, outside=0.0))
         x_f = ddim_update(x_f, eps_ff, None, step) + r
-        x = torch.where(outside, x_f, ddim_update(x, torch.addcmul(eps_f, w, eps_cf - eps_f), None, step) + r)
+        x = torch.where(disk, ddim_update(x, torch.addcmul(eps_f, weight, eps_cf - eps_f), None, step) + r, x_f)
     return x
 
 
 @torch.no_grad()
 def abduct_sites(pipe, x: Tensor, labels: dict[str, Tensor], node: str, steps: int = 20) -> tuple[Tensor, Tensor]:
     """Site codes of ``node``'s finding in images x (B, C, H, W) that show it: sites (B, 3) where do(node=0) changes
-    them most, and that change's patches (B, C, P, P) around them."""
+    them most, and that change's patches (B, C, P, P) around them (the removal decoded with ``masked`` guidance at
+    w = 1: pixels away from the change stay the reconstruction's)."""
     ab = pipe.abduct(x, labels, steps)
     cf_z, _ = pipe.intervene(ab, {node: 0.0}, torch.Generator().manual_seed(0))
-    removed = pipe.predict(ab.noise, cf_z, ab.s, steps, 1.0, ab.z, residuals=ab.residuals)
+    removed = pipe.decode(ab.noise, cf_z, ab.s, steps, 1.0, ab.z, ab.residuals, guide_against="masked")
     x = x.to(removed.device)
     where = change_peaks(x, removed)
     return where.cpu(), patches_at(x - removed, where).cpu()
