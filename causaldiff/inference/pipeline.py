@@ -217,8 +217,8 @@ class CounterfactualPipeline:
 
     def decode(self, noise: Tensor, cf_z: Tensor, s: Tensor, steps: int, guidance: float, z: Tensor | None,
                residuals: Tensor | None = None, guide_against: str | None = None) -> Tensor:
-        """:meth:`predict` without transplants: guidance ``guidance`` against ``guide_against`` (default: the
-        pipeline's)."""
+        """:meth:`predict` without transplants: x_T (B, C, H, W) decoded under [cf_z, s] with guidance ``guidance``
+        against ``guide_against`` (default: the pipeline's); cf_x (B, C, H, W) clamped to [-1, 1]."""
         m, against = self.model, guide_against or self.guide_against
         tables, cond = self._schedule("sample", steps), m.condition(cf_z, s)
         masked = against == "masked"
