@@ -204,15 +204,18 @@ class CounterfactualPipeline:
             return self.decode(noise, cf_z, s, steps, guidance, z, residuals)
         if z is None:
             raise ValueError("a transplant keeps the factual decoding around it: it needs the factual latents z")
-        m, on, rest = self.model, drawn.to(noise.device), ~drawn.to(noise.device)
+        m, dev = self.model, noise.device
+        on, rest = drawn.nonzero().flatten(), (~drawn).nonzero().flatten()  # CPU row indices: no device sync
         part = lambda t, rows: None if t is None else t[:, rows]  # noqa: E731 (residuals are (S, B, ...))
         options = {"t_bump": round(BUMP_AT * m.scheduler_config["num_train_timesteps"]), **self.site_options}
         cf_x = torch.empty_like(noise)
-        cf_x[on] = site_loop(m.eps, noise[on], m.condition(cf_z[on], s[on]), m.condition(z[on], s[on]),
-                             self._schedule("sample", steps), self.finding_guidance,
-                             Sites(sites.where[drawn], sites.patches[drawn]), residuals=part(residuals, on), **options)
-        if bool(rest.any()):
-            cf_x[rest] = self.decode(noise[rest], cf_z[rest], s[rest], steps, guidance, z[rest], part(residuals, rest))
+        d = on.to(dev)
+        cf_x[d] = site_loop(m.eps, noise[d], m.condition(cf_z[d], s[d]), m.condition(z[d], s[d]),
+                            self._schedule("sample", steps), self.finding_guidance,
+                            Sites(sites.where[on], sites.patches[on]), residuals=part(residuals, d), **options)
+        if len(rest):
+            r = rest.to(dev)
+            cf_x[r] = self.decode(noise[r], cf_z[r], s[r], steps, guidance, z[r], part(residuals, r))
         return cf_x.clamp(-1, 1)
 
     def decode(self, noise: Tensor, cf_z: Tensor, s: Tensor, steps: int, guidance: float, z: Tensor | None,

@@ -13,12 +13,12 @@ from causaldiff.io import atomic_write_bytes
 from causaldiff.models.causal_diffae import CausalDiffAE
 
 
-def export_checkpoint(src: str | Path, dst: str | Path, inference: dict[str, str] | None = None) -> Path:
+def export_checkpoint(src: str | Path, dst: str | Path, inference: dict | None = None) -> Path:
     """Write an inference-only checkpoint: EMA weights, model config and data config (weights_only-loadable).
 
-    ``inference``: the pipeline switches this model is recommended with (measured, e.g. ``{"inversion":
-    "residual"}``); every inference command and ``CounterfactualPipeline.from_checkpoint`` use them unless told
-    otherwise.
+    ``inference``: the pipeline switches this model is recommended with (measured, e.g. brain32's
+    ``{"inversion": "residual", "findings": "transplant"}``); every inference command and
+    ``CounterfactualPipeline.from_checkpoint`` use them unless told otherwise.
     """
     inference = check_recommendable(inference or {})
     ckpt = load_checkpoint(src)
