@@ -126,7 +126,7 @@ def merge(parts: dict[str, dict]) -> str:
              "items). Each world's header gives the inference switches it was run with.", ""]
     for world, rep in parts.items():
         m = rep["meta"]
-        switches = ", ".join(f"{k} {m[k]}" for k in ("inversion", "findings", "guidance") if k in m)
+        switches = ", ".join(f"{k} {m[k]}" for k in ("inversion", "findings", "guide_against", "guidance") if k in m)
         lines += [f"## {world} (`{m.get('model')}`, trained {m.get('global_step')} steps; n = {m['n']}, "
                   f"steps = {m['steps']}, evaluated on {m.get('device')}; {switches})", "", markdown(rep)]
     lines += ["Targets:", *[f"- {t}" for t in TARGETS]]

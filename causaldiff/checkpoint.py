@@ -61,8 +61,8 @@ RECOMMENDABLE = ("mode", "propagation", "inversion", "guide_against", "exogenous
 
 def recommended_switches(path: str | Path) -> dict:
     """The pipeline switches a checkpoint recommends (its ``inference`` entry, written by ``export_checkpoint``
-    from a benchmark's measurement, e.g. brain32's ``{"inversion": "residual", "findings": "transplant"}``); {} when
-    it has none."""
+    from a benchmark's measurement, e.g. brain32's ``{"inversion": "residual", "findings": "transplant",
+    "guide_against": "masked"}``); {} when it has none."""
     return check_recommendable(load_checkpoint(path).get("inference") or {}, f"{path}: ")
 
 

@@ -186,6 +186,20 @@ def test_residual_inversion_returns_x_under_a_null_intervention(tiny_ckpt, guide
         pipe.counterfactuals(ab, ["light_angle=100"], steps=10)
 
 
+def test_masked_decoding_with_an_exact_abduction_changes_only_what_the_intervention_changes(tiny_ckpt):
+    """Residual abduction + masked decoding: pixels the intervention does not change come back exactly (plain
+    decoding under the new condition re-renders nearly all of them), and the change itself is still drawn."""
+    inp = checkpoint_inputs(tiny_ckpt, 8)
+    out, inside = {}, inp.x.abs() < 0.99  # pixels the final clamp to [-1, 1] cannot return by itself
+    for against in ("factual", "masked"):
+        pipe = CounterfactualPipeline.from_checkpoint(tiny_ckpt, inversion="residual", guide_against=against)
+        cf = pipe(inp.x, inp.labels, "light_angle=100", steps=10).cf_x
+        same = ((cf - inp.x).abs() * 127.5 < 1e-3)[inside].float().mean().item()
+        out[against] = same, (cf - inp.x).abs().amax().item()
+    assert out["factual"][0] < 0.01 < 0.1 < out["masked"][0], out  # share returned exactly: 0.003, 0.20
+    assert out["masked"][1] * 127.5 > 5  # and somewhere the image moves by more than 5 grey levels
+
+
 def test_a_checkpoint_recommends_its_switches_and_a_given_flag_wins(tiny_ckpt, tmp_path):
     """An exported checkpoint's ``inference`` entry sets the switches the pipeline, InferenceOptions and the CLI use
     when not told otherwise: here residual inversion, so a null intervention returns the input exactly."""

@@ -24,8 +24,10 @@ def test_shipped_models_are_listed_small_and_safe(capsys):
         assert "true_cf_image_l1" in info["metrics"]
     main(["models"])
     out = capsys.readouterr().out
-    assert "pendulum32" in out and "recommends (used unless given): --inversion residual --findings transplant" in out
-    assert recommended_switches("brain32") == {"inversion": "residual", "findings": "transplant"}
+    assert "pendulum32" in out and ("recommends (used unless given): --inversion residual --findings transplant "
+                                    "--guide-against masked") in out
+    assert recommended_switches("brain32") == {"inversion": "residual", "findings": "transplant",
+                                               "guide_against": "masked"}
     assert recommended_switches("morpho32") == {}
     model = CausalDiffAE.from_checkpoint("brain32")
     assert model.channels == 1 and bool(model.scm.fitted)

@@ -172,22 +172,29 @@ def test_local_guidance_amplifies_only_where_the_prediction_changes():
     torch.testing.assert_close(same, base)  # nothing changed: nothing amplified
 
 
-def test_masked_guidance_keeps_the_rest_as_the_factual_prediction():
-    from causaldiff.diffusion.sampler import local_guidance
+def test_masked_decoding_keeps_every_unchanged_pixel_as_the_factual_decoding():
+    from causaldiff.diffusion.masked import masked_loop
+    from causaldiff.diffusion.sampler import ddim_loop
+    from causaldiff.diffusion.schedule import sample_tables, scheduler_config
 
-    base = torch.randn(2, 1, 8, 8)
-
-    def eps_fn(x, t, cond):  # the condition moves a 2x2 corner by cond, everything else by a tenth of it
-        out = base.repeat(x.shape[0] // 2, 1, 1, 1) + 0.1 * cond[:, 0, None, None, None]
-        out[:, :, :2, :2] += cond[:, 0, None, None, None]
+    def eps_fn(x, t, cond):  # the condition moves a 3x3 corner by cond, everything else by 5e-4 of it (a change
+        out = 0.5 * x + 5e-4 * cond[:, 0, None, None, None]  # below the mask's level even at t = T)
+        out[:, :, :3, :3] += cond[:, 0, None, None, None]
         return out
 
-    packed = torch.cat([torch.ones(2, 3), torch.zeros(2, 3)], 1)
-    masked = local_guidance(eps_fn, 2.0, outside=0.0)(torch.zeros(2, 1, 8, 8), torch.zeros(2), packed)
-    local = local_guidance(eps_fn, 2.0)(torch.zeros(2, 1, 8, 8), torch.zeros(2), packed)
-    torch.testing.assert_close(masked[:, :, :2, :2], base[:, :, :2, :2] + 2.2)  # the change (1.1), doubled
-    torch.testing.assert_close(masked[:, :, 4:, 4:], base[:, :, 4:, 4:])  # elsewhere: the factual prediction
-    torch.testing.assert_close(local[:, :, 4:, 4:], base[:, :, 4:, 4:] + 0.1)  # local: decoded under c_cf
+    tables = sample_tables(scheduler_config(), 10)
+    noise = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    c_cf, c_f = torch.ones(2, 3), torch.zeros(2, 3)
+    factual, plain = ddim_loop(eps_fn, noise, c_f, tables), ddim_loop(eps_fn, noise, c_cf, tables)
+    masked = masked_loop(eps_fn, noise, c_cf, c_f, tables)
+    far, corner = (..., slice(5, None), slice(5, None)), (..., slice(0, 2), slice(0, 2))
+    assert torch.equal(masked[far], factual[far])  # away from the change: the factual decoding, bit for bit
+    assert (plain[far] - factual[far]).abs().min() > 1e-4  # which decoding under c_cf does not keep
+    torch.testing.assert_close(masked[corner], plain[corner])  # where it changes: the counterfactual decoding
+    assert (masked[corner] - factual[corner]).abs().min() > 0.5
+    guided = masked_loop(eps_fn, noise, c_cf, c_f, tables, guidance=3.0)
+    assert torch.equal(guided[far], factual[far])
+    assert ((guided - factual)[corner].abs() > 2 * (masked - factual)[corner].abs()).all()  # w amplifies the change
 
 
 def test_local_guidance_in_the_pipeline_keeps_a_no_op(brain):

@@ -15,8 +15,8 @@ def add_inference_args(p: argparse.ArgumentParser, batch_size: int = 32) -> None
     p.add_argument("--guidance", type=float, default=1.0, help="guidance weight w; > 1 strengthens the change")
     p.add_argument("--guide-against", choices=GUIDE_AGAINST,
                    help="what guidance pushes away from: the factual condition (only the intervened change grows; "
-                   "default), the same only where the prediction changes most (local), masked (as local, the rest "
-                   "kept as reconstructed, also at w = 1), or the null condition (the whole condition grows)")
+                   "default), the same only where the prediction changes most (local), masked (the image changed only "
+                   "where its prediction does, the rest as reconstructed, at w = 1 too), or null (the whole condition)")
     p.add_argument("--findings", choices=FINDINGS,
                    help="a node marked local: true (a lesion) that do() switches on: decode it from its latent "
                    "(default), or transplant a site and appearance drawn, seeded by --seed, from those the model's "

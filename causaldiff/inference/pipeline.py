@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from causaldiff.checkpoint import recommended_switches
+from causaldiff.diffusion.masked import masked_loop
 from causaldiff.diffusion.sampler import EpsFn, LoopRunner, local_guidance, retrace
 from causaldiff.diffusion.schedule import DDIMTables, add_noise, invert_tables, sample_tables
 from causaldiff.inference.sites import BUMP_AT, SiteBank, Sites, abduct_sites, patch_side, site_loop
@@ -78,10 +79,11 @@ class CounterfactualPipeline:
             the last step, as the published CausalDiffAE code does).
         guide_against: what guidance ``w`` pushes away from: ``factual`` (the image's own condition, so only the
             intervened change is amplified and everything else stays as decoded), ``local`` (the same, amplified
-            only on the pixels where the prediction changes most: see :func:`local_guidance`), ``masked`` (as
-            ``local``, and the other pixels decoded under the factual condition, so they stay as reconstructed; it
-            applies at w = 1 too) or ``null`` (classifier-free guidance, Ho & Salimans 2022: the whole condition is
-            amplified).
+            only on the pixels where the prediction changes most: see :func:`local_guidance`), ``masked`` (the
+            counterfactual step, guided against the factual condition, only where the predicted image changes most,
+            and every other pixel the factual decoding's, so it stays as reconstructed; it applies at w = 1 too, and
+            measures best on brain32: see :func:`masked_loop`) or ``null`` (classifier-free guidance, Ho & Salimans
+            2022: the whole condition is amplified).
         findings: how a node marked ``local`` (a lesion) that do() switches on is drawn: ``decode`` (from its latent
             block, like any other node) or ``transplant`` (a site and appearance drawn, seeded, from those abducted
             where it was seen, added late in the decoding, with guidance ``finding_guidance`` only around it and
@@ -117,7 +119,7 @@ class CounterfactualPipeline:
         self.findings, self.finding_guidance = findings, float(finding_guidance)
         self.inversion_iters = fixed_point_iters if inversion == "fixed-point" else 0
         self.run_loop = LoopRunner(capture)
-        self._local_eps: dict[tuple, EpsFn] = {}  # one eps function per (weight, outside): captured loops reused
+        self._local_eps: dict[float, EpsFn] = {}  # one eps function per weight: captured loops reused
         self._tables: dict[tuple, DDIMTables] = {}
         self._warned: set[str] = set()
         self.site_banks: dict[str, SiteBank] = {}
@@ -224,9 +226,8 @@ class CounterfactualPipeline:
         against ``guide_against`` (default: the pipeline's); cf_x (B, C, H, W) clamped to [-1, 1]."""
         m, against = self.model, guide_against or self.guide_against
         tables, cond = self._schedule("sample", steps), m.condition(cf_z, s)
-        masked = against == "masked"
         run = functools.partial(self.run_loop, tables=tables, residuals=residuals)
-        if guidance == 1.0 and (not masked or z is None):  # no factual decoding to keep
+        if guidance == 1.0 and (against != "masked" or z is None):  # no factual decoding to keep
             return run(m.eps, noise, cond).clamp(-1, 1)
         if against == "null":
             return run(m.eps, noise, cond, guidance=guidance, null=m.null_condition(1)).clamp(-1, 1)
@@ -234,8 +235,10 @@ class CounterfactualPipeline:
             raise ValueError("guidance against the factual condition needs the factual latents z")
         if against == "factual":
             return run(m.eps, noise, cond, guidance=guidance, null=m.condition(z, s)).clamp(-1, 1)
-        outside = 0.0 if masked else 1.0
-        eps = self._local_eps.setdefault((guidance, outside), local_guidance(m.eps, guidance, outside=outside))
+        if against == "masked":
+            return masked_loop(m.eps, noise, cond, m.condition(z, s), tables, guidance,
+                               residuals=residuals).clamp(-1, 1)
+        eps = self._local_eps.setdefault(guidance, local_guidance(m.eps, guidance))
         return run(eps, noise, torch.cat([cond, m.condition(z, s)], dim=1)).clamp(-1, 1)
 
     def __call__(self, x: Tensor, labels: Labels | None = None, do=(), steps: int = 50, guidance: float = 1.0,

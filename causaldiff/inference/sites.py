@@ -35,6 +35,9 @@ DISK_PX = 3.5  # guidance disk radius around the site, in pixels of a 32 px imag
 PATCH_PX = 7  # side of the banked appearance window at 32 px (scaled with size, kept odd)
 BUMP_GAIN = 1.0  # the transplanted change over the banked one
 BUMP_AT = 0.05  # the transplant's timestep, as a fraction of the training timesteps
+# the removal's guidance weight (masked decoding): a removal decoded at w = 1 leaves part of the finding, so the banked
+# change is weaker; brain32, do(lesion=1) on 49 evaluation items read by the reference predictor: w = 1 76 %, w = 2 92 %
+REMOVAL_GUIDANCE = 2.0
 
 
 def patch_side(size: int) -> int:
@@ -165,11 +168,11 @@ def site_loop(eps_fn: EpsFn, noise: Tensor, c_cf: Tensor, c_f: Tensor, tables: D
 @torch.no_grad()
 def abduct_sites(pipe, x: Tensor, labels: dict[str, Tensor], node: str, steps: int = 20) -> tuple[Tensor, Tensor]:
     """Site codes of ``node``'s finding in images x (B, C, H, W) that show it: sites (B, 3) where do(node=0) changes
-    them most, and that change's patches (B, C, P, P) around them (the removal decoded with ``masked`` guidance at
-    w = 1: pixels away from the change stay the reconstruction's)."""
+    them most, and that change's patches (B, C, P, P) around them (the removal decoded ``masked`` at w =
+    ``REMOVAL_GUIDANCE``: pixels away from the change stay the reconstruction's)."""
     ab = pipe.abduct(x, labels, steps)
     cf_z, _ = pipe.intervene(ab, {node: 0.0}, torch.Generator().manual_seed(0))
-    removed = pipe.decode(ab.noise, cf_z, ab.s, steps, 1.0, ab.z, ab.residuals, guide_against="masked")
+    removed = pipe.decode(ab.noise, cf_z, ab.s, steps, REMOVAL_GUIDANCE, ab.z, ab.residuals, guide_against="masked")
     x = x.to(removed.device)
     where = change_peaks(x, removed)
     return where.cpu(), patches_at(x - removed, where).cpu()
