@@ -15,7 +15,7 @@ from causaldiff.diffusion.schedule import DDIMTables
 # 0.15 → 0.68, 0.3 → 0.43, 0.5 → 0.52; share alone also drops a change smaller than the largest (do(age) grows the
 # ventricles and no longer shrinks the brain: its brain-volume reading misses by 46 ml, plain decoding by 7), so
 # the level admits it (12: 14 ml at L1 0.47; 24: 29 ml, 0.42; 6: the re-rendered texture comes back, 1.01).
-# guidance.md "Masked decoding".
+# ablation.md section 10.
 MASK_SHARE = 0.3
 MASK_LEVEL = 12 / 127.5
 

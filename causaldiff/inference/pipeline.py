@@ -80,7 +80,7 @@ class CounterfactualPipeline:
         guide_against: what guidance ``w`` pushes away from: ``factual`` (the image's own condition, so only the
             intervened change is amplified and everything else stays as decoded), ``local`` (the same, amplified
             only on the pixels where the prediction changes most: see :func:`local_guidance`), ``masked`` (the
-            counterfactual step, guided against the factual condition, only where the predicted image changes most,
+            counterfactual step, guided against the factual condition, only where the predicted image changes,
             and every other pixel the factual decoding's, so it stays as reconstructed; it applies at w = 1 too, and
             measures best on brain32: see :func:`masked_loop`) or ``null`` (classifier-free guidance, Ho & Salimans
             2022: the whole condition is amplified).
