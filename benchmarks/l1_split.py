@@ -17,6 +17,7 @@ import torch
 from torch.nn import functional as F
 
 from causaldiff.evaluation.evaluate import Evaluator, eval_data
+from causaldiff.evaluation.metrics import l1_255
 from causaldiff.inference.batch import InferenceOptions, counterfactuals
 from causaldiff.inference.pipeline import GUIDE_AGAINST
 from causaldiff.io import atomic_write_text
@@ -26,12 +27,12 @@ RESULTS = Path(__file__).parent / "results"
 
 def split(cf: torch.Tensor, x: torch.Tensor, truth: torch.Tensor) -> dict:
     """Mean |.| (0-255) of cf - truth inside the true change M, on M's one-pixel rim and outside both; identity's."""
-    grey = lambda t: 127.5 * t.abs().mean().item()  # noqa: E731
     inside = ((truth - x).abs() > 0.02).float()
     near = (F.max_pool2d(inside, 3, 1, 1) > 0).float()
-    return {"cf": grey(cf - truth), "identity": grey(x - truth), "cf_inside": grey((cf - truth) * inside),
-            "cf_rim": grey((cf - truth) * (near - inside)), "cf_outside": grey((cf - truth) * (1 - near)),
-            "identity_inside": grey((x - truth) * inside), "share_inside": inside.mean().item()}
+    region = lambda a, m: l1_255(a * m, truth * m)  # noqa: E731 (mean over the whole image, zero outside m)
+    return {"cf": l1_255(cf, truth), "identity": l1_255(x, truth), "cf_inside": region(cf, inside),
+            "cf_rim": region(cf, near - inside), "cf_outside": region(cf, 1 - near),
+            "identity_inside": region(x, inside), "share_inside": inside.mean().item()}
 
 
 def main() -> None:
