@@ -29,8 +29,9 @@ def fresh_grid(checkpoint: str, n: int, steps: int, seed: int = 0):
     ab = pipe.abduct(inp.x, inp.labels, steps)
     fresh = torch.randn(inp.x.shape, generator=torch.Generator().manual_seed(seed))
     perm = pair_permutation(n, seed)
-    cols = [inp.x, pipe.predict(ab.noise, ab.z, ab.s, steps), pipe.predict(fresh, ab.z, ab.s, steps),
-            pipe.predict(fresh, ab.z[perm], ab.s, steps), inp.x[perm]]
+    cols = [inp.x, pipe.predict(ab.noise, ab.z, ab.s, steps),
+            pipe.predict(fresh, ab.z, ab.s, steps, depth=1.0), pipe.predict(fresh, ab.z[perm], ab.s, steps, depth=1.0),
+            inp.x[perm]]
     return grid_image(cols, ["x", "recon", "fresh, own z", "fresh, B's z", "B"])
 
 

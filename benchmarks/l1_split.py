@@ -39,11 +39,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default="brain32")
     ap.add_argument("--guide-against", choices=GUIDE_AGAINST, help="default: the checkpoint's")
+    ap.add_argument("--depth", type=float, help="the inversion's depth, a fraction of T (default: the checkpoint's)")
     ap.add_argument("--n", type=int, default=128)
     ap.add_argument("--steps", type=int, default=50)
     args = ap.parse_args()
     opts = InferenceOptions.for_checkpoint(args.checkpoint, steps=args.steps, batch_size=64,
-                                           guide_against=args.guide_against)
+                                           guide_against=args.guide_against, depth=args.depth)
     pipe, data = opts.pipeline(args.checkpoint), eval_data(args.checkpoint, args.n)
     ev = Evaluator(pipe.model, None, data, opts, cycles=1, variants=["causaldiff"], progress=False)
     rows = {}

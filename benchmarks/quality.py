@@ -102,12 +102,12 @@ def run_world(world: str, model_ckpt: str | Path, args) -> dict:
     predictor = AntiCausalPredictor.from_checkpoint(pred_ckpt)
     opts = InferenceOptions.for_checkpoint(model_ckpt, steps=args.steps, inversion=args.inversion,
                                            guidance=args.guidance, guide_against=args.guide_against,
-                                           findings=args.findings, batch_size=256)
-    report = Evaluator(model, predictor, eval_data(model_ckpt, args.n), opts, args.cycles, args.variants,
+                                           findings=args.findings, depth=args.depth, batch_size=256)
+    report = Evaluator(model, predictor, eval_data(model_ckpt, args.n, args.start), opts, args.cycles, args.variants,
                        capture=device == "cuda", progress=False,
                        site_source=functools.partial(training_images, model_ckpt)).run()
-    report["meta"].update({"model": str(model_ckpt), "train_seconds": round(train_s, 1), "device": device,
-                           "global_step": load_checkpoint(model_ckpt).get("global_step")})
+    report["meta"].update({"model": str(model_ckpt), "start": args.start, "train_seconds": round(train_s, 1),
+                           "device": device, "global_step": load_checkpoint(model_ckpt).get("global_step")})
     if args.export:
         export_checkpoint(model_ckpt, Path(args.export) / f"{world}32.ckpt")
     return report
@@ -126,7 +126,8 @@ def merge(parts: dict[str, dict]) -> str:
              "items). Each world's header gives the inference switches it was run with.", ""]
     for world, rep in parts.items():
         m = rep["meta"]
-        switches = ", ".join(f"{k} {m[k]}" for k in ("inversion", "findings", "guide_against", "guidance") if k in m)
+        switches = ", ".join(f"{k} {m[k]}" for k in ("inversion", "depth", "findings", "guide_against", "guidance")
+                             if k in m)
         lines += [f"## {world} (`{m.get('model')}`, trained {m.get('global_step')} steps; n = {m['n']}, "
                   f"steps = {m['steps']}, evaluated on {m.get('device')}; {switches})", "", markdown(rep)]
     lines += ["Targets:", *[f"- {t}" for t in TARGETS]]
@@ -144,10 +145,13 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, default=1.0, help="guidance weight w")
     ap.add_argument("--guide-against", choices=GUIDE_AGAINST, help="default: the checkpoint's, else factual")
     ap.add_argument("--findings", choices=FINDINGS, help="default: the checkpoint's (brain32: transplant)")
+    ap.add_argument("--depth", type=float, help="the inversion's depth, a fraction of T (default: the checkpoint's)")
     ap.add_argument("--max-steps", type=int, help="override the configs' max_steps")
     ap.add_argument("--batch-size", type=int, help="override the configs' batch size")
     ap.add_argument("--predictor-epochs", type=int, default=6)
     ap.add_argument("--n", type=int, default=256)
+    ap.add_argument("--start", type=int, default=0,
+                    help="first test item (the reports use 0; choose a setting on items they do not use, e.g. 256)")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--cycles", type=int, default=10)
     ap.add_argument("--workdir", default="runs/quality", help="trained models are reused from here")

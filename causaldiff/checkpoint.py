@@ -56,13 +56,13 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
 
 
 RECOMMENDABLE = ("mode", "propagation", "inversion", "guide_against", "exogenous", "findings",
-                 "finding_guidance")  # the pipeline's switches
+                 "finding_guidance", "depth")  # the pipeline's switches
 
 
 def recommended_switches(path: str | Path) -> dict:
     """The pipeline switches a checkpoint recommends (its ``inference`` entry, written by ``export_checkpoint``
     from a benchmark's measurement, e.g. brain32's ``{"inversion": "residual", "findings": "transplant",
-    "guide_against": "masked"}``); {} when it has none."""
+    "guide_against": "masked", "depth": 0.75}``); {} when it has none."""
     return check_recommendable(load_checkpoint(path).get("inference") or {}, f"{path}: ")
 
 

@@ -1,3 +1,4 @@
+import argparse
 import warnings
 
 import pytest
@@ -5,6 +6,7 @@ import torch
 from PIL import Image
 
 from causaldiff.cli import main
+from causaldiff.commands.common import add_inference_args, options
 from causaldiff.data.folder import FolderDataset
 from causaldiff.inference.batch import InferenceOptions
 from causaldiff.inference.inputs import checkpoint_inputs
@@ -182,8 +184,40 @@ def test_residual_inversion_returns_x_under_a_null_intervention(tiny_ckpt, guide
     if guide_against != "null":  # classifier-free guidance amplifies the condition even when it is unchanged
         assert (null.cf_x - inp.x).abs().max().item() * 127.5 < 1e-3
     assert (moved.cf_x - inp.x).abs().mean().item() * 127.5 > 0.5
-    with pytest.raises(ValueError, match="residuals are for 20 steps; decode it with steps=20, not 10"):
+    with pytest.raises(ValueError, match=r"residuals are for 20 steps; decode it with the steps and depth it was "
+                       r"abducted with, not 10 \(10 at depth 1.0\)"):
         pipe.counterfactuals(ab, ["light_angle=100"], steps=10)
+
+
+def test_a_partial_inversion_stops_at_its_depth_and_decodes_from_there(tiny_ckpt):
+    """depth 0.5 at 20 steps: abduction and decoding take the 10 steps below T / 2; residual abduction still returns x
+    under a null intervention and an intervention still moves it; half the network calls are made; fresh noise (x_T) is
+    decoded on all 20 steps when told depth=1; a depth outside (0, 1] is refused."""
+    inp = checkpoint_inputs(tiny_ckpt, 8)
+    pipe = CounterfactualPipeline.from_checkpoint(tiny_ckpt, inversion="residual", depth=0.5)
+    ab = pipe.abduct(inp.x, inp.labels, steps=20)
+    half = pipe.model.scheduler_config["num_train_timesteps"] // 2
+    assert ab.residuals.shape[0] == 10 and pipe._schedule("sample", 20).t.max().item() == half - half // 10
+    null, moved = pipe.counterfactuals(ab, [[], "light_angle=100"], steps=20)
+    assert (null.cf_x - inp.x).abs().max().item() * 127.5 < 1e-3
+    assert (moved.cf_x - inp.x).abs().mean().item() * 127.5 > 0.5
+    with pytest.raises(ValueError, match=r"not 20 \(20 at depth 1.0\)"):
+        pipe.predict(ab.noise, ab.z, ab.s, 20, residuals=ab.residuals, depth=1.0)
+    calls = {}
+    for depth in (1.0, 0.5):
+        plain = CounterfactualPipeline.from_checkpoint(tiny_ckpt, depth=depth)
+        eps, calls[depth] = plain.model.eps, 0
+
+        def counted(*args, eps=eps, depth=depth):
+            calls[depth] += 1
+            return eps(*args)
+
+        plain.model.eps = counted
+        plain(inp.x, inp.labels, [], steps=20)
+    assert calls == {1.0: 40, 0.5: 20}  # one network call a step, inverting and decoding
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match=f"depth must be in \\(0, 1\\] .*got {bad}"):
+            CounterfactualPipeline.from_checkpoint(tiny_ckpt, depth=bad)
 
 
 def test_masked_decoding_with_an_exact_abduction_changes_only_what_the_intervention_changes(tiny_ckpt):
@@ -222,6 +256,12 @@ def test_a_checkpoint_recommends_its_switches_and_a_given_flag_wins(tiny_ckpt, t
         assert [f.name for f in ds.files] == ["cf_" + f.name for f in src.files]
         err[name] = max((ds[i]["x"] - src[i]["x"]).abs().max().item() * 127.5 for i in range(3))
     assert err["rec"] <= 1.0 < err["given"]  # PNG rounding at most; plain DDIM misses by more
+    deep = export_checkpoint(tiny_ckpt, tmp_path / "deep.ckpt", inference={"depth": 0.75})
+    assert CounterfactualPipeline.from_checkpoint(deep).depth == 0.75
+    parser = argparse.ArgumentParser()
+    add_inference_args(parser)
+    assert options(parser.parse_args(["--checkpoint", str(deep)])).depth == 0.75
+    assert options(parser.parse_args(["--checkpoint", str(deep), "--depth", "0.5"])).depth == 0.5
     with pytest.raises(ValueError, match=r"unknown inference setting\(s\) \['guidance'\]"):
         export_checkpoint(tiny_ckpt, tmp_path / "bad.ckpt", inference={"guidance": "3"})
 

@@ -33,9 +33,11 @@ def add_inference_args(p: argparse.ArgumentParser, batch_size: int = 32) -> None
                    help="abduction of the decoder's noise: plain DDIM inversion (the default); fixed-point inversion "
                    "(4 network calls a step; reconstructs more closely); or residual (2 calls a step: DDIM with "
                    "per-step residuals, so what the intervention does not change comes back exactly)")
+    p.add_argument("--depth", type=float, help="how far the inversion goes, as a fraction of the training timesteps "
+                   "(default 1; Diff-SCM's 0.75 leaves out the steps nearest pure noise)")
     p.epilog = ("Switches not given (--guide-against, --exogenous, --mode, --propagation, --inversion, --findings, "
-                "--finding-guidance) take the checkpoint's recommendation where it has one (causaldiff models; "
-                "brain32: --inversion residual --findings transplant), else their default.")
+                "--finding-guidance, --depth) take the checkpoint's recommendation where it has one (causaldiff "
+                "models lists them), else their default.")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the random draws: label-noise abduction, exogenous codes (default 0)")
     p.add_argument("--batch-size", type=int, default=batch_size, help=f"images per batch (default {batch_size})")
@@ -47,11 +49,7 @@ def options(args: argparse.Namespace):
     (None) takes the checkpoint's recommendation, else the default."""
     from causaldiff.inference.batch import InferenceOptions
 
-    return InferenceOptions.for_checkpoint(
-        args.checkpoint, steps=args.steps, guidance=args.guidance, mode=args.mode, propagation=args.propagation,
-        inversion=args.inversion, guide_against=args.guide_against, exogenous=args.exogenous,
-        findings=args.findings, finding_guidance=args.finding_guidance, seed=args.seed, batch_size=args.batch_size,
-        device=args.device)
+    return InferenceOptions.for_checkpoint(args.checkpoint, **{f: getattr(args, f) for f in InferenceOptions.fields()})
 
 
 def inputs(args: argparse.Namespace, pipe, n: int | None):

@@ -64,6 +64,11 @@ class DDIMTables:
     def __len__(self) -> int:
         return self.t.shape[0]
 
+    def below(self, t_max: float) -> DDIMTables:
+        """The steps whose timestep is below ``t_max``: a partial inversion's (x_0 → x_t0) or its decoding's."""
+        keep = self.t < t_max
+        return DDIMTables(self.t[keep], self.a_from[keep], self.a_to[keep])
+
     def steps(self, batch: int) -> list[Step]:
         """Per-step views, made once per loop (a handful of ops), so the steps themselves only index lists."""
         c_x = (self.a_to / self.a_from).sqrt()

@@ -53,10 +53,12 @@ class EvalData:
     world: object | None
 
 
-def eval_data(checkpoint, n: int) -> EvalData:
-    """The first ``n`` test items of the checkpoint's own dataset (with exogenous noise for worlds)."""
+def eval_data(checkpoint, n: int, start: int = 0) -> EvalData:
+    """``n`` test items of the checkpoint's own dataset from the ``start``-th on (with exogenous noise for worlds).
+
+    The reports use the first ones; a setting is chosen on items the reports do not use (e.g. ``start=256``)."""
     dm = checkpoint_datamodule(checkpoint)
-    idx = dm.splits["test"][:n]
+    idx = dm.splits["test"][start:start + n]
     if len(idx) < 2 * len(dm.graph):
         raise ValueError(f"evaluation needs at least {2 * len(dm.graph)} test items, the test split has {len(idx)}")
     items = [dm.dataset[int(i)] for i in idx]
@@ -118,6 +120,7 @@ class Evaluator:
         report = {"meta": {"n": self.data.x.shape[0], "steps": self.opts.steps, "cycles": self.cycles,
                            "seed": self.opts.seed, "guidance": self.opts.guidance,
                            "guide_against": self.opts.guide_against, "inversion": self.opts.inversion,
+                           "depth": self.opts.depth,
                            "findings": self.opts.findings, "finding_guidance": self.opts.finding_guidance,
                            "nodes": self.graph.order, "world": getattr(self.data.world, "name", None)},
                   "disentanglement": self.disentanglement(), "variants": {}}

@@ -7,6 +7,7 @@ first index: the same options give the same images, whatever else ran before.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ class InferenceOptions:
     exogenous: str = "sample"  # a switched class's deviation: sample (from its prior, seeded) | keep (shifted)
     findings: str = "decode"  # a local finding do() switches on: decode (its latent) | transplant (a site code)
     finding_guidance: float = 3.0  # the transplant's guidance weight inside its disk
+    depth: float = 1.0  # the inversion's depth, a fraction of the training timesteps (Diff-SCM: 0.75)
     seed: int = 0
     batch_size: int = 32  # images per pipeline call
     device: str | None = None  # default: cuda when available
@@ -44,11 +46,16 @@ class InferenceOptions:
         checkpoint recommends (``recommended_switches``) over this class's defaults."""
         return cls(**{**recommended_switches(checkpoint), **{k: v for k, v in given.items() if v is not None}})
 
+    @classmethod
+    def fields(cls) -> list[str]:
+        """The option names (each one a flag of :func:`causaldiff.commands.common.add_inference_args`)."""
+        return [f.name for f in dataclasses.fields(cls)]
+
     def switches(self) -> dict:
         """The :class:`CounterfactualPipeline` switches these options set (one list, so none is left behind)."""
         return {"mode": self.mode, "propagation": self.propagation, "inversion": self.inversion,
                 "guide_against": self.guide_against, "exogenous": self.exogenous, "findings": self.findings,
-                "finding_guidance": self.finding_guidance}
+                "finding_guidance": self.finding_guidance, "depth": self.depth}
 
     def pipeline(self, checkpoint: str | Path, **kwargs) -> CounterfactualPipeline:
         """The pipeline of a checkpoint (path or shipped name) with these options' switches."""

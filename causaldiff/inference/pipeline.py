@@ -2,7 +2,7 @@
 
 1. Abduction: encoder posterior means give u, z = mechanisms(u) and s; the decoder's noise x_T comes from
    deterministic DDIM inversion of x under its factual condition (``residual``: with the per-step residuals that make
-   decoding under the factual condition return x exactly).
+   decoding under the factual condition return x exactly), to T or, with ``depth`` < 1, to x_t0 at t0 = depth T.
 2. Action: ``do(k = c)`` moves block z_k by ``g_k(c) - g_k(y_k)`` (keeping the individual's deviation; mode
    ``replace`` sets ``z_k = g_k(c)``); a discrete node whose class the intervention switches draws its deviation
    from the target class's exogenous prior instead (seeded: what a lesion-free image cannot say, e.g. where the
@@ -37,8 +37,9 @@ Labels = dict[str, Tensor]
 
 @dataclass
 class Abduction:
-    """What abduction recovers for a batch: labels (given or read out), z (B, n, d), s (B, style), noise x_T, and
-    with ``inversion='residual'`` the per-step residuals (S, B, C, H, W) that make the factual decoding exact."""
+    """What abduction recovers for a batch: labels (given or read out), z (B, n, d), s (B, style), noise x_t0 (x_T
+    at depth 1), and with ``inversion='residual'`` the per-step residuals (S, B, C, H, W) that make the factual
+    decoding exact."""
 
     labels: Labels
     z: Tensor
@@ -94,13 +95,18 @@ class CounterfactualPipeline:
             decoder erases half of the transplanted finding; guidance.md).
         exogenous: ``sample`` draws a switched discrete node's deviation from its class prior; ``keep`` shifts the
             abducted one (what models without fitted priors do).
+        depth: how far the inversion goes, as a fraction of the training timesteps: the noise is abducted to
+            t0 = depth T and counterfactuals are decoded from there, on the steps of the ``steps``-step schedule
+            below t0 (Diff-SCM, Sanchez & Tsaftaris 2022, inverts to 0.75 T). Below 1 the steps nearest pure noise,
+            where an inverted x_T under a far-off condition can send the decoding off the image manifold, are left
+            out (brain32: ablation.md section 11).
         capture: on CUDA, capture each DDIM loop once as a CUDA graph and replay it.
     """
 
     def __init__(self, model: CausalDiffAE, mode: str = "shift", propagation: str = "labels",
                  inversion: str = "ddim", fixed_point_iters: int = 3, guide_against: str = "factual",
                  exogenous: str = "sample", findings: str = "decode", finding_guidance: float = 3.0,
-                 capture: bool = False):
+                 depth: float = 1.0, capture: bool = False):
         for name, value, options in (("mode", mode, ("shift", "replace")),
                                      ("propagation", propagation, ("mechanisms", "labels", "none")),
                                      ("inversion", inversion, (*INVERSIONS, "none")),
@@ -109,6 +115,8 @@ class CounterfactualPipeline:
                                      ("findings", findings, FINDINGS)):
             if value not in options:
                 raise ValueError(f"{name} must be one of {options}, got {value!r}")
+        if not 0 < depth <= 1:
+            raise ValueError(f"depth must be in (0, 1] (a fraction of the training timesteps), got {depth!r}")
         self.model = model.eval()
         self.graph = model.graph
         if findings == "transplant" and not any(n.local for n in self.graph.nodes.values()):
@@ -116,7 +124,7 @@ class CounterfactualPipeline:
                              "drawn at a site, e.g. a lesion); this model's graph has none")
         self.mode, self.propagation, self.inversion = mode, propagation, inversion
         self.guide_against, self.exogenous = guide_against, exogenous
-        self.findings, self.finding_guidance = findings, float(finding_guidance)
+        self.findings, self.finding_guidance, self.depth = findings, float(finding_guidance), float(depth)
         self.inversion_iters = fixed_point_iters if inversion == "fixed-point" else 0
         self.run_loop = LoopRunner(capture)
         self._local_eps: dict[float, EpsFn] = {}  # one eps function per weight: captured loops reused
@@ -143,7 +151,8 @@ class CounterfactualPipeline:
     @torch.no_grad()
     def abduct(self, x: Tensor, labels: Labels | None = None, steps: int = 50,
                generator: torch.Generator | None = None) -> Abduction:
-        """Encode x (B, C, H, W) in [-1, 1]; invert the decoder to its noise under the factual condition."""
+        """Encode x (B, C, H, W) in [-1, 1]; invert the decoder to its noise at ``depth`` under the factual
+        condition."""
         m = self.model
         m.check_images(x)
         x = x.to(self.device, torch.float32)
@@ -190,20 +199,25 @@ class CounterfactualPipeline:
 
     @torch.no_grad()
     def predict(self, noise: Tensor, cf_z: Tensor, s: Tensor, steps: int = 50, guidance: float = 1.0,
-                z: Tensor | None = None, sites: Sites | None = None, residuals: Tensor | None = None) -> Tensor:
-        """Decode x_T (B, C, H, W) under the counterfactual condition [cf_z, s]; returns cf_x clamped to [-1, 1].
+                z: Tensor | None = None, sites: Sites | None = None, residuals: Tensor | None = None,
+                depth: float | None = None) -> Tensor:
+        """Decode x_t0 (B, C, H, W) under the counterfactual condition [cf_z, s]; returns cf_x clamped to [-1, 1].
+
+        ``noise`` is at the pipeline's ``depth`` (an abduction's); fresh Gaussian noise is x_T: pass ``depth=1``.
 
         ``z`` (B, n, d), the factual latents, is what guidance pushes away from when ``guide_against='factual'``.
         ``sites``, with ``findings='transplant'``: where and what to draw for a switched-on finding (see
         :class:`~causaldiff.inference.sites.Sites`); images with a NaN row are decoded as ``guide_against`` says.
         ``residuals`` (S, B, C, H, W): an exact abduction's (``inversion='residual'``), added after each step.
         """
-        if residuals is not None and residuals.shape[0] != steps:
-            raise ValueError(f"this abduction's residuals are for {residuals.shape[0]} steps; decode it with "
-                             f"steps={residuals.shape[0]}, not {steps}")
+        tables = self._schedule("sample", steps, depth)
+        if residuals is not None and residuals.shape[0] != len(tables):
+            raise ValueError(f"this abduction's residuals are for {residuals.shape[0]} steps; decode it with the "
+                             f"steps and depth it was abducted with, not {len(tables)} ({steps} at depth "
+                             f"{depth or self.depth})")
         drawn = None if sites is None else sites.drawn
         if drawn is None or not bool(drawn.any()):
-            return self.decode(noise, cf_z, s, steps, guidance, z, residuals)
+            return self.decode(noise, cf_z, s, steps, guidance, z, residuals, depth=depth)
         if z is None:
             raise ValueError("a transplant keeps the factual decoding around it: it needs the factual latents z")
         m, dev = self.model, noise.device
@@ -213,19 +227,19 @@ class CounterfactualPipeline:
         cf_x = torch.empty_like(noise)
         d = on.to(dev)
         cf_x[d] = site_loop(m.eps, noise[d], m.condition(cf_z[d], s[d]), m.condition(z[d], s[d]),
-                            self._schedule("sample", steps), self.finding_guidance,
+                            tables, self.finding_guidance,
                             Sites(sites.where[on], sites.patches[on]), residuals=part(residuals, d), **options)
         if len(rest):
             r = rest.to(dev)
-            cf_x[r] = self.decode(noise[r], cf_z[r], s[r], steps, guidance, z[r], part(residuals, r))
+            cf_x[r] = self.decode(noise[r], cf_z[r], s[r], steps, guidance, z[r], part(residuals, r), depth=depth)
         return cf_x.clamp(-1, 1)
 
     def decode(self, noise: Tensor, cf_z: Tensor, s: Tensor, steps: int, guidance: float, z: Tensor | None,
-               residuals: Tensor | None = None, guide_against: str | None = None) -> Tensor:
-        """:meth:`predict` without transplants: x_T (B, C, H, W) decoded under [cf_z, s] with guidance ``guidance``
+               residuals: Tensor | None = None, guide_against: str | None = None, depth: float | None = None) -> Tensor:
+        """:meth:`predict` without transplants: x_t0 (B, C, H, W) decoded under [cf_z, s] with guidance ``guidance``
         against ``guide_against`` (default: the pipeline's); cf_x (B, C, H, W) clamped to [-1, 1]."""
         m, against = self.model, guide_against or self.guide_against
-        tables, cond = self._schedule("sample", steps), m.condition(cf_z, s)
+        tables, cond = self._schedule("sample", steps, depth), m.condition(cf_z, s)
         run = functools.partial(self.run_loop, tables=tables, residuals=residuals)
         if guidance == 1.0 and (against != "masked" or z is None):  # no factual decoding to keep
             return run(m.eps, noise, cond).clamp(-1, 1)
@@ -301,12 +315,15 @@ class CounterfactualPipeline:
         return self.site_banks[node]
 
     # ------------------------------------------------------------------ helpers
-    def _schedule(self, kind: str, steps: int) -> DDIMTables:
-        """Device tables for ``kind`` in (sample, invert), built once per (kind, steps, device)."""
-        key = (kind, steps, self.device)
+    def _schedule(self, kind: str, steps: int, depth: float | None = None) -> DDIMTables:
+        """Device tables for ``kind`` in (sample, invert) down from / up to ``depth`` (default: the pipeline's),
+        built once per (kind, steps, depth, device)."""
+        depth = self.depth if depth is None else depth
+        key = (kind, steps, depth, self.device)
         if key not in self._tables:
             make = sample_tables if kind == "sample" else invert_tables
-            self._tables[key] = make(self.model.scheduler_config, steps, self.device)
+            config = self.model.scheduler_config
+            self._tables[key] = make(config, steps, self.device).below(depth * config["num_train_timesteps"])
         return self._tables[key]
 
     def _labels(self, labels: Labels | None, z: Tensor) -> Labels:

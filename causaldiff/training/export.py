@@ -17,8 +17,8 @@ def export_checkpoint(src: str | Path, dst: str | Path, inference: dict | None =
     """Write an inference-only checkpoint: EMA weights, model config and data config (weights_only-loadable).
 
     ``inference``: the pipeline switches this model is recommended with (measured, e.g. brain32's
-    ``{"inversion": "residual", "findings": "transplant", "guide_against": "masked"}``); every inference command and
-    ``CounterfactualPipeline.from_checkpoint`` use them unless told otherwise.
+    ``{"inversion": "residual", "findings": "transplant", "guide_against": "masked", "depth": 0.75}``); every inference
+    command and ``CounterfactualPipeline.from_checkpoint`` use them unless told otherwise.
     """
     inference = check_recommendable(inference or {})
     ckpt = load_checkpoint(src)
