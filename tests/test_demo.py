@@ -25,9 +25,9 @@ def test_shipped_models_are_listed_small_and_safe(capsys):
     main(["models"])
     out = capsys.readouterr().out
     assert "pendulum32" in out and ("recommends (used unless given): --inversion residual --findings transplant "
-                                    "--guide-against masked") in out
+                                    "--guide-against masked --depth 0.75") in out
     assert recommended_switches("brain32") == {"inversion": "residual", "findings": "transplant",
-                                               "guide_against": "masked"}
+                                               "guide_against": "masked", "depth": 0.75}
     assert recommended_switches("morpho32") == {}
     model = CausalDiffAE.from_checkpoint("brain32")
     assert model.channels == 1 and bool(model.scm.fitted)
