@@ -24,8 +24,9 @@ RESULTS = Path(__file__).parent / "results"
 def markdown(rows: dict[str, dict], meta: dict) -> str:
     lines = ["# Condition use", "",
              f"n = {meta['n']} test images, pairs (A, B = A[perm]), {meta['steps']} DDIM steps. Swap test: median "
-             "fraction of the A→B label gap the predictor's reading moves (0 ignored, 1 followed; discrete: share "
-             "read as B's class). x0: mean |x0(cond_A) − x0(cond_B)| from the same x_t, beside the x0 error "
+             "fraction of the A→B label gap the predictor's reading moves (0 ignored, 1 followed; discrete: the "
+             "share read as B's class of the pairs whose unswapped decode reads as A's). x0: mean "
+             "|x0(cond_A) − x0(cond_B)| from the same x_t, beside the x0 error "
              "mean |x0(cond_A) − x_A|, in [-1, 1] units.", ""]
     for name, r in rows.items():
         nodes = list(r["collapse"]["z_gap"])

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from causaldiff.cli import main
-from causaldiff.evaluation.condition_use import condition_use, pair_permutation, x0_sensitivity
+from causaldiff.evaluation.condition_use import _moved, condition_use, pair_permutation, x0_sensitivity
 from causaldiff.evaluation.evaluate import eval_data
+from causaldiff.graph import CausalGraph
 from causaldiff.inference.pipeline import CounterfactualPipeline
 from causaldiff.models.causal_diffae import CausalDiffAE
 from tests.helpers import tiny_model
@@ -47,6 +48,17 @@ def test_permutation_pairs_every_image_with_another():
     perm = pair_permutation(17, seed=3)
     assert sorted(perm.tolist()) == list(range(17))
     assert (perm != torch.arange(17)).all()
+
+
+def test_a_discrete_swap_counts_only_the_readings_it_moves():
+    """The predictor's own misreads are not movement: a pair whose unswapped decoding already reads as B's class is
+    left out, so a swap that changes no reading scores 0 and one that turns every other one to B's class 1."""
+    graph = CausalGraph.from_dict({"sex": {"kind": "binary"}})
+    y_a, y_b = torch.tensor([0.0, 0, 0, 0, 1]), torch.ones(5)  # the last pair shares its class: left out too
+    ref = torch.tensor([0.0, 0, 0, 1, 1])  # the fourth reconstruction is misread as B's class
+    assert _moved(graph, "sex", ref, ref, y_a, y_b, 0.0) == 0.0  # the old share-read-as-B gave 0.25
+    assert _moved(graph, "sex", torch.ones(5), ref, y_a, y_b, 0.0) == 1.0
+    assert _moved(graph, "sex", torch.tensor([1.0, 0, 0, 1, 1]), ref, y_a, y_b, 0.0) == pytest.approx(1 / 3)
 
 
 def test_a_decoder_without_condition_scores_zero():
