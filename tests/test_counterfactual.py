@@ -191,8 +191,9 @@ def test_residual_inversion_returns_x_under_a_null_intervention(tiny_ckpt, guide
 
 def test_a_partial_inversion_stops_at_its_depth_and_decodes_from_there(tiny_ckpt):
     """depth 0.5 at 20 steps: abduction and decoding take the 10 steps below T / 2; residual abduction still returns x
-    under a null intervention and an intervention still moves it; half the network calls are made; fresh noise (x_T) is
-    decoded on all 20 steps when told depth=1; a depth outside (0, 1] is refused."""
+    under a null intervention and an intervention still moves it, also through a pipeline of another depth (an
+    abduction is decoded at its own); half the network calls are made; fresh noise (x_T) is decoded on all 20 steps
+    when told depth=1; a depth outside (0, 1] is refused."""
     inp = checkpoint_inputs(tiny_ckpt, 8)
     pipe = CounterfactualPipeline.from_checkpoint(tiny_ckpt, inversion="residual", depth=0.5)
     ab = pipe.abduct(inp.x, inp.labels, steps=20)
@@ -203,6 +204,8 @@ def test_a_partial_inversion_stops_at_its_depth_and_decodes_from_there(tiny_ckpt
     assert (moved.cf_x - inp.x).abs().mean().item() * 127.5 > 0.5
     with pytest.raises(ValueError, match=r"not 20 \(20 at depth 1.0\)"):
         pipe.predict(ab.noise, ab.z, ab.s, 20, residuals=ab.residuals, depth=1.0)
+    deep = CounterfactualPipeline.from_checkpoint(tiny_ckpt, inversion="residual")  # depth 1: the abduction's own wins
+    assert ab.depth == 0.5 and (deep.counterfactuals(ab, [[]], steps=20)[0].cf_x - inp.x).abs().max() * 127.5 < 1e-3
     calls = {}
     for depth in (1.0, 0.5):
         plain = CounterfactualPipeline.from_checkpoint(tiny_ckpt, depth=depth)
@@ -218,6 +221,8 @@ def test_a_partial_inversion_stops_at_its_depth_and_decodes_from_there(tiny_ckpt
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match=f"depth must be in \\(0, 1\\] .*got {bad}"):
             CounterfactualPipeline.from_checkpoint(tiny_ckpt, depth=bad)
+        with pytest.raises(ValueError, match="depth must be in"):
+            pipe.predict(ab.noise, ab.z, ab.s, 20, depth=bad)
 
 
 def test_masked_decoding_with_an_exact_abduction_changes_only_what_the_intervention_changes(tiny_ckpt):

@@ -37,15 +37,16 @@ Labels = dict[str, Tensor]
 
 @dataclass
 class Abduction:
-    """What abduction recovers for a batch: labels (given or read out), z (B, n, d), s (B, style), noise x_t0 (x_T
-    at depth 1), and with ``inversion='residual'`` the per-step residuals (S, B, C, H, W) that make the factual
-    decoding exact."""
+    """What abduction recovers for a batch: labels (given or read out), z (B, n, d), s (B, style), noise x_t0 at
+    t0 = ``depth`` T (x_T at depth 1), and with ``inversion='residual'`` the per-step residuals (S, B, C, H, W) that
+    make the factual decoding exact."""
 
     labels: Labels
     z: Tensor
     s: Tensor
     noise: Tensor
     residuals: Tensor | None = None
+    depth: float = 1.0
 
 
 @dataclass
@@ -115,8 +116,6 @@ class CounterfactualPipeline:
                                      ("findings", findings, FINDINGS)):
             if value not in options:
                 raise ValueError(f"{name} must be one of {options}, got {value!r}")
-        if not 0 < depth <= 1:
-            raise ValueError(f"depth must be in (0, 1] (a fraction of the training timesteps), got {depth!r}")
         self.model = model.eval()
         self.graph = model.graph
         if findings == "transplant" and not any(n.local for n in self.graph.nodes.values()):
@@ -124,7 +123,7 @@ class CounterfactualPipeline:
                              "drawn at a site, e.g. a lesion); this model's graph has none")
         self.mode, self.propagation, self.inversion = mode, propagation, inversion
         self.guide_against, self.exogenous = guide_against, exogenous
-        self.findings, self.finding_guidance, self.depth = findings, float(finding_guidance), float(depth)
+        self.findings, self.finding_guidance, self.depth = findings, float(finding_guidance), _checked_depth(depth)
         self.inversion_iters = fixed_point_iters if inversion == "fixed-point" else 0
         self.run_loop = LoopRunner(capture)
         self._local_eps: dict[float, EpsFn] = {}  # one eps function per weight: captured loops reused
@@ -166,7 +165,7 @@ class CounterfactualPipeline:
             noise, residuals = retrace(m.eps, x, cond, tables, self._schedule("sample", steps))
         else:
             noise = self.run_loop(m.eps, x, cond, tables, fixed_point_iters=self.inversion_iters)
-        return Abduction(labels, z, mu_s, noise, residuals)
+        return Abduction(labels, z, mu_s, noise, residuals, self.depth)
 
     @torch.no_grad()
     def intervene(self, ab: Abduction, do, generator: torch.Generator | None = None) -> tuple[Tensor, Labels]:
@@ -271,7 +270,7 @@ class CounterfactualPipeline:
             if self.findings == "transplant" else None
         residuals = None if ab.residuals is None else ab.residuals.repeat(1, k, 1, 1, 1)
         cf_x = self.predict(ab.noise.repeat(k, 1, 1, 1), cf_z, ab.s.repeat(k, 1), steps, guidance, ab.z.repeat(k, 1, 1),
-                            sites, residuals)
+                            sites, residuals, ab.depth)
         return [CounterfactualOutput(cf_x[j * b:(j + 1) * b], cf[j][1], ab.noise, ab.z, cf[j][0]) for j in range(k)]
 
     # ------------------------------------------------------------------ site codes (findings="transplant")
@@ -318,7 +317,7 @@ class CounterfactualPipeline:
     def _schedule(self, kind: str, steps: int, depth: float | None = None) -> DDIMTables:
         """Device tables for ``kind`` in (sample, invert) down from / up to ``depth`` (default: the pipeline's),
         built once per (kind, steps, depth, device)."""
-        depth = self.depth if depth is None else depth
+        depth = self.depth if depth is None else _checked_depth(depth)
         key = (kind, steps, depth, self.device)
         if key not in self._tables:
             make = sample_tables if kind == "sample" else invert_tables
@@ -360,6 +359,12 @@ class CounterfactualPipeline:
             self._warned.add(iv.node)
             warnings.warn(f"{iv}: value outside the training range of '{iv.node}' [{lo:.4g}, {hi:.4g}]; "
                           "the counterfactual is an extrapolation", stacklevel=3)
+
+
+def _checked_depth(depth: float) -> float:
+    if not 0 < depth <= 1:
+        raise ValueError(f"depth must be in (0, 1] (a fraction of the training timesteps), got {depth!r}")
+    return float(depth)
 
 
 def training_images(checkpoint: str | Path, n: int = 4000) -> tuple[Tensor, Labels]:

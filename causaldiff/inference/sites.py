@@ -172,7 +172,8 @@ def abduct_sites(pipe, x: Tensor, labels: dict[str, Tensor], node: str, steps: i
     ``REMOVAL_GUIDANCE``: pixels away from the change stay the reconstruction's)."""
     ab = pipe.abduct(x, labels, steps)
     cf_z, _ = pipe.intervene(ab, {node: 0.0}, torch.Generator().manual_seed(0))
-    removed = pipe.decode(ab.noise, cf_z, ab.s, steps, REMOVAL_GUIDANCE, ab.z, ab.residuals, guide_against="masked")
+    removed = pipe.decode(ab.noise, cf_z, ab.s, steps, REMOVAL_GUIDANCE, ab.z, ab.residuals, guide_against="masked",
+                          depth=ab.depth)
     x = x.to(removed.device)
     where = change_peaks(x, removed)
     return where.cpu(), patches_at(x - removed, where).cpu()
