@@ -52,12 +52,14 @@ def test_every_option_reaches_the_variants_pipelines(tiny_ckpt):
     from causaldiff.inference.batch import InferenceOptions
     from causaldiff.models.causal_diffae import CausalDiffAE
 
-    opts = InferenceOptions(mode="replace", propagation="none", guide_against="masked", exogenous="keep")
+    opts = InferenceOptions(mode="replace", propagation="none", guide_against="masked", exogenous="keep", depth=0.75)
     ev = Evaluator(CausalDiffAE.from_checkpoint(tiny_ckpt), None, eval_data(tiny_ckpt, 8), opts,
                    variants=["causaldiff", "latent-mechanisms"])
     pipe = ev.pipeline("causaldiff")
-    assert (pipe.mode, pipe.propagation, pipe.guide_against, pipe.exogenous) == ("replace", "none", "masked", "keep")
+    assert (pipe.mode, pipe.propagation, pipe.guide_against, pipe.exogenous, pipe.depth) == \
+        ("replace", "none", "masked", "keep", 0.75)
     assert ev.pipeline("latent-mechanisms").propagation == "mechanisms"  # the variant's own switch wins
+    assert ev.pipeline("no-abduction").depth == 1.0  # the published code forward-noises to T
 
 
 def test_evaluate_cli_writes_every_metric(tiny_ckpt, tiny_predictor, tmp_path):

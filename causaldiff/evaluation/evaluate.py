@@ -3,7 +3,7 @@
 Interventions are drawn from the data: the held-out samples are split evenly across the graph's nodes and each
 sample gets ``do(node = value of another random sample)``. Variants (switchable pipeline settings):
   causaldiff         DDIM-inverted noise, descendants' blocks moved by the attribute SCM's counterfactual labels;
-  no-abduction       noise by forward-noising x (the published CausalDiffAE code), propagation kept;
+  no-abduction       noise by forward-noising x to T (the published CausalDiffAE code), propagation kept;
   no-mechanisms      only the intervened block changes (DiffAE / plain conditional model);
   latent-mechanisms  descendants through the learned latent mechanisms (the published CausalDiffAE's way);
   fixed-point-inversion  exact (fixed-point) DDIM inversion, 4 network calls a step (not run by default).
@@ -40,8 +40,9 @@ from causaldiff.inference.pipeline import CounterfactualPipeline
 from causaldiff.models.causal_diffae import CausalDiffAE
 from causaldiff.pixels import to_unit
 
-VARIANTS = {"causaldiff": {}, "no-abduction": {"inversion": "none"}, "no-mechanisms": {"propagation": "none"},
-            "latent-mechanisms": {"propagation": "mechanisms"}, "fixed-point-inversion": {"inversion": "fixed-point"}}
+VARIANTS = {"causaldiff": {}, "no-abduction": {"inversion": "none", "depth": 1.0},
+            "no-mechanisms": {"propagation": "none"}, "latent-mechanisms": {"propagation": "mechanisms"},
+            "fixed-point-inversion": {"inversion": "fixed-point"}}
 DEFAULT_VARIANTS = ["causaldiff", "no-abduction", "no-mechanisms", "latent-mechanisms"]
 
 
