@@ -56,6 +56,8 @@ def main() -> None:
     ap.add_argument("--name", nargs="*", default=[], help="row names (default: the checkpoint arguments)")
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--fresh-depth", type=float, default=1.0,
+                    help="decode fresh noise from this fraction of T (1: x_T; below: a diagnostic)")
     ap.add_argument("--out", default=str(RESULTS / "condition_use.json"))
     args = ap.parse_args()
     if args.predictor and len(args.predictor) != len(args.checkpoint):
@@ -66,8 +68,8 @@ def main() -> None:
         predictor = AntiCausalPredictor.from_checkpoint(args.predictor[i]) if args.predictor else None
         inp = checkpoint_inputs(ckpt, args.n)
         name = args.name[i] if i < len(args.name) else ckpt
-        rows[name] = condition_use(pipe, predictor, inp.x, inp.labels, args.steps)
-    meta = {"n": args.n, "steps": args.steps}
+        rows[name] = condition_use(pipe, predictor, inp.x, inp.labels, args.steps, fresh_depth=args.fresh_depth)
+    meta = {"n": args.n, "steps": args.steps, "fresh_depth": args.fresh_depth}
     table = markdown(rows, meta)
     print(table)
     out = Path(args.out)

@@ -22,16 +22,15 @@ from causaldiff.viz import grid_image, save_png
 RESULTS = Path(__file__).parent / "results"
 
 
-def fresh_grid(checkpoint: str, n: int, steps: int, seed: int = 0):
+def fresh_grid(checkpoint: str, n: int, steps: int, seed: int = 0, depth: float = 1.0):
     """Columns x, reconstruction, fresh noise under own z, fresh noise under B's z, B (each (n, C, H, W))."""
     pipe = CounterfactualPipeline.from_checkpoint(checkpoint)
     inp = checkpoint_inputs(checkpoint, n)
     ab = pipe.abduct(inp.x, inp.labels, steps)
     fresh = torch.randn(inp.x.shape, generator=torch.Generator().manual_seed(seed))
     perm = pair_permutation(n, seed)
-    cols = [inp.x, pipe.predict(ab.noise, ab.z, ab.s, steps),
-            pipe.predict(fresh, ab.z, ab.s, steps, depth=1.0), pipe.predict(fresh, ab.z[perm], ab.s, steps, depth=1.0),
-            inp.x[perm]]
+    cols = [inp.x, pipe.predict(ab.noise, ab.z, ab.s, steps), pipe.predict(fresh, ab.z, ab.s, steps, depth=depth),
+            pipe.predict(fresh, ab.z[perm], ab.s, steps, depth=depth), inp.x[perm]]
     return grid_image(cols, ["x", "recon", "fresh, own z", "fresh, B's z", "B"])
 
 
@@ -41,11 +40,14 @@ def main() -> None:
     ap.add_argument("--name", nargs="*", default=[], help="file names (default: the checkpoint arguments' stems)")
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--fresh-depth", type=float, default=1.0,
+                    help="decode fresh noise from this fraction of T (1: x_T; below: a diagnostic); adds _depth<d>")
     args = ap.parse_args()
     for i, ckpt in enumerate(args.checkpoint):
         name = args.name[i] if i < len(args.name) else Path(ckpt).stem
-        path = RESULTS / f"fresh_samples_{name}.png"
-        save_png(fresh_grid(ckpt, args.n, args.steps), path)
+        suffix = "" if args.fresh_depth == 1 else f"_depth{args.fresh_depth}"
+        path = RESULTS / f"fresh_samples_{name}{suffix}.png"
+        save_png(fresh_grid(ckpt, args.n, args.steps, depth=args.fresh_depth), path)
         print(path)
 
 

@@ -89,3 +89,24 @@ def test_swap_moves_x0_of_a_conditioned_decoder_not_of_a_stock_one(tiny_ckpt, st
     floor; the shipped models' recipe does not, so a decoder that ignores its condition is caught."""
     obeying, ignoring = mid_t_swap(tiny_ckpt), mid_t_swap(stock_ckpt)
     assert obeying > X0_SWAP_FLOOR > ignoring, (obeying, ignoring)
+
+
+def test_the_swap_test_decodes_fresh_noise_from_its_depth(tiny_ckpt, tiny_predictor):
+    """Fresh noise is x_T unless told otherwise; ``fresh_depth`` < 1 decodes it from there (the inverted rows keep
+    the pipeline's depth)."""
+    from causaldiff.evaluation.predictor import AntiCausalPredictor
+
+    pipe, depths = CounterfactualPipeline.from_checkpoint(tiny_ckpt, depth=0.5), []
+    predict = pipe.predict
+
+    def recorded(*args, **kwargs):
+        depths.append(kwargs.get("depth"))
+        return predict(*args, **kwargs)
+
+    pipe.predict = recorded
+    data = eval_data(tiny_ckpt, 8)
+    predictor = AntiCausalPredictor.from_checkpoint(tiny_predictor)
+    for fresh_depth in (1.0, 0.75):
+        rep = condition_use(pipe, predictor, data.x, data.labels, steps=4, fresh_depth=fresh_depth)
+        assert set(rep["swap"]) == {"fresh", "inverted"}
+    assert depths == [1.0, None, 0.75, None]  # None: the pipeline's own (0.5)

@@ -81,8 +81,11 @@ def _moved(graph, node: str, read: Tensor, read_ref: Tensor, y_a: Tensor, y_b: T
 
 @torch.no_grad()
 def swap_test(pipe: CounterfactualPipeline, predictor, x: Tensor, labels: dict[str, Tensor], perm: Tensor,
-              steps: int = 20, seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
+              steps: int = 20, seed: int = 0, fresh_depth: float = 1.0) -> dict[str, dict[str, dict[str, float]]]:
     """{noise kind: {swap: {node: fraction moved}}} for noise kinds ``fresh`` and ``inverted``.
+
+    Fresh N(0, I) noise is decoded from ``fresh_depth`` T (1: x_T; below 1 it stands in for x_t0, a diagnostic of
+    where a decoder's generation fails); inverted noise at the pipeline's depth.
 
     Pairs whose continuous labels differ by less than half the label's std are left out of that node's median.
     """
@@ -95,7 +98,7 @@ def swap_test(pipe: CounterfactualPipeline, predictor, x: Tensor, labels: dict[s
     for kind, noise in (("fresh", fresh), ("inverted", ab.noise)):
         conds = [(ab.z, ab.s)] + [(ab.z[p] if w != "s" else ab.z, ab.s[p] if w != "z" else ab.s) for w in SWAPS]
         decoded = pipe.predict(noise.repeat(len(conds), 1, 1, 1), torch.cat([c[0] for c in conds]),
-                               torch.cat([c[1] for c in conds]), steps, depth=1.0 if kind == "fresh" else None)
+                               torch.cat([c[1] for c in conds]), steps, depth=fresh_depth if kind == "fresh" else None)
         reads = [{k: v.cpu() for k, v in predictor.predict(d.to(next(predictor.parameters()).device)).items()}
                  for d in decoded.chunk(len(conds))]
         out[kind] = {w: {n: _moved(pipe.graph, n, reads[1 + j][n], reads[0][n], y[n], y[n][perm],
@@ -105,7 +108,7 @@ def swap_test(pipe: CounterfactualPipeline, predictor, x: Tensor, labels: dict[s
 
 
 def condition_use(pipe: CounterfactualPipeline, predictor, x: Tensor, labels: dict[str, Tensor], steps: int = 20,
-                  seed: int = 0) -> dict:
+                  seed: int = 0, fresh_depth: float = 1.0) -> dict:
     """All three diagnostics on the images x (B, C, H, W) in [-1, 1]; ``predictor`` None skips the swap test."""
     model = pipe.model
     perm = pair_permutation(x.shape[0], seed)
@@ -116,5 +119,5 @@ def condition_use(pipe: CounterfactualPipeline, predictor, x: Tensor, labels: di
     report = {"x0": x0_sensitivity(model, x, z, s, perm.to(x.device), seed=seed),
               "collapse": collapse(model, z, s, perm.to(x.device))}
     if predictor is not None:
-        report["swap"] = swap_test(pipe, predictor, x, labels, perm, steps, seed)
+        report["swap"] = swap_test(pipe, predictor, x, labels, perm, steps, seed, fresh_depth)
     return report
