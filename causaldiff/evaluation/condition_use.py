@@ -1,6 +1,6 @@
 """Does the decoder obey its condition? Three diagnostics on pairs of images (A, B = A[perm]).
 
-- **swap test**: decode A's noise (fresh, or A's DDIM-inverted x_T) under A's condition with B's z blocks, with B's
+- **swap test**: decode A's noise (fresh, or A's DDIM-inverted noise) under A's condition with B's z blocks, with B's
   style code s, or with both; per node, the median fraction of the label gap y_B - y_A that the anti-causal
   predictor's reading moves, measured from the decode under A's own condition. 0: the decoder ignored it; 1: it
   followed fully. Discrete nodes: of the pairs with y_A != y_B whose decode under A's own condition reads as A's
