@@ -166,13 +166,20 @@ def test_init_from_starts_from_a_checkpoints_weights(tiny_ckpt, tmp_path):
         with pytest.raises(SystemExit, match="^error: init_from .*do not match this run's"):
             main([*base, "--trainer.max_steps=2", "--data.size=8", "--trainer.default_root_dir=other",
                   "--trainer.callbacks=[]", "--trainer.logger=false"])
+        # an eps model may start a v-prediction run: same weights, the output read as v from then on
+        main([*base, "--trainer.max_steps=1", "--model.lr=0", "--model.prediction=v", "--trainer.default_root_dir=v",
+              "--trainer.logger=false"])
     finally:
         os.chdir(cwd)
     src = torch.load(tiny_ckpt, weights_only=True)["state_dict"]
+    for run in ("runs/tiny", "v"):
+        new = torch.load(tmp_path / run / "checkpoints/last.ckpt", weights_only=True)["state_dict"]
+        for key in ("unet.conv_in.weight", "encoder.head.weight", "mechanisms.f.2.0.weight", "condition_proj.null"):
+            assert torch.equal(new[f"model.{key}"], src[f"ema_model.{key}"]), (run, key)
+            assert torch.equal(new[f"ema_model.{key}"], src[f"ema_model.{key}"]), (run, key)
+    assert CausalDiffAE.from_checkpoint(tmp_path / "v/checkpoints/last.ckpt").prediction == "v"
+    assert CausalDiffAE.from_checkpoint(tiny_ckpt).prediction == "eps"
     new = torch.load(tmp_path / "runs/tiny/checkpoints/last.ckpt", weights_only=True)["state_dict"]
-    for key in ("unet.conv_in.weight", "encoder.head.weight", "mechanisms.f.2.0.weight", "condition_proj.null"):
-        assert torch.equal(new[f"model.{key}"], src[f"ema_model.{key}"]), key
-        assert torch.equal(new[f"ema_model.{key}"], src[f"ema_model.{key}"]), key
     # label statistics and the attribute SCM come from this run's data (seed 3), not the checkpoint's
     assert not torch.equal(new["model.alignment.loc"], src["model.alignment.loc"])
     assert not torch.equal(new["model.scm.quantiles"], src["model.scm.quantiles"])

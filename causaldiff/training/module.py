@@ -30,7 +30,10 @@ class CausalDiffAEModule(pl.LightningModule):
     has them) instead of from scratch: fine-tuning. The architecture and graph must match; label statistics and the
     attribute SCM still come from this run's data. A resumed run (``ckpt_path``) restores its own weights over them.
     A model without ``coordinates`` may start one with them: the coordinate maps' input weights start at zero, so
-    training starts from that model's function.
+    training starts from that model's function. An eps-prediction model may start a v-prediction run (or back): the
+    UNet's output is then read as the new target and training re-learns it. At the nearly clean steps v ≈ eps
+    (v = sqrt(a_t) eps - sqrt(1 - a_t) x0), so what the model drew there is kept at the start; the noisy steps,
+    where an eps model's x̂0 is worst, are the ones re-learned.
     """
 
     def __init__(self, graph: dict, label_stats: dict | None = None, image_size: int = 32, channels: int = 3,
@@ -70,11 +73,11 @@ class CausalDiffAEModule(pl.LightningModule):
                  if not k.startswith("scm.") and k not in own}
         hp = ckpt.get("hyper_parameters", {})
         theirs = (_structure(CausalGraph.from_dict(hp["graph"])) if "graph" in hp else None, hp.get("image_size"),
-                  hp.get("channels"), hp.get("condition_norm", False), hp.get("prediction", "eps"))
+                  hp.get("channels"), hp.get("condition_norm", False))
         mine = (_structure(self.model.graph), self.hparams.image_size, self.hparams.channels,
-                self.hparams.condition_norm, self.hparams.prediction)
+                self.hparams.condition_norm)
         if theirs != mine:
-            raise ValueError(f"init_from {name_or_path}: its (graph, image_size, channels, condition_norm, prediction) "
+            raise ValueError(f"init_from {name_or_path}: its (graph, image_size, channels, condition_norm) "
                              f"{theirs} do not match this run's {mine}")
         key, own_in = "unet.conv_in.weight", self.model.unet.conv_in.weight
         if self.model.coordinates and state[key].shape[1] < own_in.shape[1]:
