@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 
 from causaldiff.evaluation.condition_use import SWAPS, condition_use
+from causaldiff.evaluation.evaluate import eval_data
 from causaldiff.evaluation.predictor import AntiCausalPredictor
-from causaldiff.inference.inputs import checkpoint_inputs
 from causaldiff.inference.pipeline import CounterfactualPipeline
 from causaldiff.io import atomic_write_text
 
@@ -25,7 +25,9 @@ def markdown(rows: dict[str, dict], meta: dict) -> str:
     lines = ["# Condition use", "",
              f"n = {meta['n']} test images, pairs (A, B = A[perm]), {meta['steps']} DDIM steps. Swap test: median "
              "fraction of the A→B label gap the predictor's reading moves (0 ignored, 1 followed; discrete: the "
-             "share read as B's class of the pairs whose unswapped decode reads as A's). x0: mean "
+             "share read as B's class of the pairs whose unswapped decode reads as A's). The reference row reads "
+             "the images a perfect z swap gives (truth: A's exogenous noise, every node set to B's value; B: the "
+             "image B) from the image A: no decoder is asked to beat it. x0: mean "
              "|x0(cond_A) − x0(cond_B)| from the same x_t, beside the x0 error "
              "mean |x0(cond_A) − x_A|, in [-1, 1] units.", ""]
     for name, r in rows.items():
@@ -36,7 +38,9 @@ def markdown(rows: dict[str, dict], meta: dict) -> str:
             for kind, swaps in r["swap"].items():
                 lines += [f"| {kind} | {w} | " + " | ".join(f"{swaps[w][n]:.2f}" for n in nodes) + " |"
                           for w in SWAPS]
-            lines.append("")
+            ref = r["swap_reference"]
+            lines += [f"| reference ({ref['images']}) | z | " + " | ".join(f"{ref['z'][n]:.2f}" for n in nodes) + " |",
+                      ""]
         ts = list(r["x0"])
         lines += ["| t | " + " | ".join(str(t) for t in ts) + " |", "|---|" + "---|" * len(ts),
                   "| x0 swap | " + " | ".join(f"{r['x0'][t]['swap']:.3f}" for t in ts) + " |",
@@ -66,9 +70,10 @@ def main() -> None:
     for i, ckpt in enumerate(args.checkpoint):
         pipe = CounterfactualPipeline.from_checkpoint(ckpt)
         predictor = AntiCausalPredictor.from_checkpoint(args.predictor[i]) if args.predictor else None
-        inp = checkpoint_inputs(ckpt, args.n)
+        data = eval_data(ckpt, args.n)
         name = args.name[i] if i < len(args.name) else ckpt
-        rows[name] = condition_use(pipe, predictor, inp.x, inp.labels, args.steps, fresh_depth=args.fresh_depth)
+        rows[name] = condition_use(pipe, predictor, data.x, data.labels, args.steps, fresh_depth=args.fresh_depth,
+                                   world=data.world, exogenous=data.exogenous)
     meta = {"n": args.n, "steps": args.steps, "fresh_depth": args.fresh_depth}
     table = markdown(rows, meta)
     print(table)

@@ -110,3 +110,42 @@ def test_the_swap_test_decodes_fresh_noise_from_its_depth(tiny_ckpt, tiny_predic
         rep = condition_use(pipe, predictor, data.x, data.labels, steps=4, fresh_depth=fresh_depth)
         assert set(rep["swap"]) == {"fresh", "inverted"}
     assert depths == [1.0, None, 0.75, None]  # None: the pipeline's own (0.5)
+
+
+class ShrunkReader(torch.nn.Module):
+    """A stand-in predictor that reads each image's true labels (looked up by its pixels), shrunk towards their mean
+    by ``slope``: what an anti-causal predictor does with a label the image shows only through its descendants."""
+
+    def __init__(self, images, labels, slope):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+        self.table = {img.numpy().tobytes(): {k: v[i] for k, v in labels.items()} for i, img in enumerate(images)}
+        self.mean = {k: v.float().mean() for k, v in labels.items()}
+        self.slope = slope
+
+    def predict(self, x):
+        rows = [self.table[img.numpy().tobytes()] for img in x]
+        return {k: torch.stack([self.mean[k] + self.slope * (r[k] - self.mean[k]) for r in rows]) for k in self.mean}
+
+
+def test_the_reference_is_what_the_predictor_reads_off_the_true_swap(tiny_ckpt):
+    """The true swap renders A's exogenous noise under B's labels; a predictor reading labels at slope 0.7 moves
+    every continuous label 0.7 of the gap on it, the ceiling a decoder's z swap is read against."""
+    from causaldiff.evaluation.condition_use import reference_swap, true_swap
+    from causaldiff.pixels import to_unit
+
+    data = eval_data(tiny_ckpt, 16)
+    perm = pair_permutation(16)
+    truth = true_swap(data.world, data.exogenous, data.labels, perm)
+    assert truth.shape == data.x.shape and truth.min() >= -1 and truth.max() <= 1
+    b_labels = {k: v[perm] for k, v in data.labels.items()}
+    assert torch.equal(truth, to_unit(data.world.render(data.exogenous, b_labels)))  # every node B's, A's noise
+    images = torch.cat([data.x, truth])
+    labels = {k: torch.cat([v, v[perm]]) for k, v in data.labels.items()}
+    graph = CounterfactualPipeline.from_checkpoint(tiny_ckpt).graph
+    for slope in (1.0, 0.7):
+        moved = reference_swap(graph, ShrunkReader(images, labels, slope), data.x, data.labels, perm, truth)
+        assert moved == {n: pytest.approx(slope, abs=1e-5) for n in graph.order}
+    unknown = {k: torch.where(torch.arange(16) < 8, v, torch.tensor(float("nan"))) for k, v in data.labels.items()}
+    moved = reference_swap(graph, ShrunkReader(images, labels, 1.0), data.x, unknown, perm, truth)
+    assert moved == {n: pytest.approx(1.0, abs=1e-5) for n in graph.order}  # pairs with a NaN label left out
