@@ -35,7 +35,9 @@ state() {  # "global_step train_seconds" of a run's last checkpoint (0 0 before 
 if os.path.isfile(p) else {}; print(c.get('global_step', 0), \
 int(c.get('callbacks', {}).get('Timer', {}).get('time_elapsed', {}).get('train', 0)))"
 }
-for job in pendulum morpho brain brain_v; do  # brain_v: brain's v stage, from brain's last checkpoint
+# brain_v, brain's v stage, starts from brain's last checkpoint once that run is done; once started it resumes from
+# its own (raising IMAGES later trains brain further but does not restart brain_v: delete RUNS/brain_v for that)
+for job in pendulum morpho brain brain_v; do
   root="$RUNS/$job" w="${job%_v}" steps="$STEPS" extra=()
   if [ "$job" = brain_v ]; then
     read -r eps_steps _ <<< "$(state "$RUNS/brain")"
