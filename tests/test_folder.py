@@ -279,3 +279,41 @@ def test_twins_carry_the_flipped_true_counterfactual_and_train_an_invariant_pred
     assert set(terms) >= {"lesion", "brain_volume", "invariance", "loss"}
     with pytest.raises(ValueError, match="twins: 'age' is not a binary node of brain"):
         _ = CausalDataModule(world="brain", n=16, twins="age").dataset
+
+
+def test_focus_marks_the_pixels_the_flipped_node_changes_and_nothing_else():
+    dm = CausalDataModule(world="brain", n=64, seed=3, randomise=["lesion"], twins="lesion", focus="lesion")
+    ds = dm.dataset
+    changed = (ds.images.int() - ds.twins[1].int()).abs()
+    focus = ds.focus
+    assert focus.shape == (64, 1, 32, 32) and focus.dtype == torch.bool
+    assert (changed[~focus] <= 4).all() and (changed[focus] > 4).all()  # FOCUS_LEVELS grey levels
+    counts = focus.flatten(1).sum(1)
+    assert 10 <= counts.min() and counts.max() <= 30  # the lesion's site, lesion or not: a blob of ~18 pixels
+    item = ds[0]
+    assert item["focus"].shape == (1, 32, 32) and set(item["focus"].unique().tolist()) == {0.0, 1.0}
+    alone = CausalDataModule(world="brain", n=64, seed=3, randomise=["lesion"], focus="lesion").dataset
+    assert torch.equal(alone.focus, focus) and alone.twins is None  # the same mask without carrying the twins
+    with pytest.raises(ValueError, match="focus: 'age' is not a binary node of brain"):
+        _ = CausalDataModule(world="brain", n=16, focus="age").dataset
+
+
+def test_a_folder_focus_reads_each_rows_mask_and_refuses_what_it_cannot_read(tmp_path):
+    root = make_folder(tmp_path / "d", ["a.png,50,1,3.5,a_mask.png", "b.png,60,0,2,"],
+                       header="file,age,sex,size,sex_mask")
+    mask = np.zeros((24, 20), np.uint8)
+    mask[4:8, 10:14] = 255  # a 4 x 4 finding in a 20 x 24 image
+    Image.fromarray(mask).save(root / "a_mask.png")
+    dm = CausalDataModule(folder=str(root), folder_graph=GRAPH, size=24, folder_channels=1, focus="sex",
+                          val_fraction=0, test_fraction=0)
+    a, b = dm.dataset[0]["focus"], dm.dataset[1]["focus"]
+    assert a.shape == (1, 24, 24) and a.sum().item() >= 16 and a[0, :2].sum() == 0  # resized, still local
+    assert not b.any()  # an empty cell: no finding
+    with pytest.raises(ValueError, match="focus: 'age' is not a binary node of the folder's graph"):
+        FolderDataset(root, GRAPH, focus="age")
+    plain = make_folder(tmp_path / "plain", ["a.png,50,1,3.5"])
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['sex_mask'\]"):
+        FolderDataset(plain, GRAPH, focus="sex")
+    (root / "labels.csv").write_text("file,age,sex,size,sex_mask\na.png,50,1,3.5,gone.png\n")
+    with pytest.raises(FileNotFoundError, match="image listed in labels.csv not found: .*gone.png"):
+        FolderDataset(root, GRAPH, focus="sex")

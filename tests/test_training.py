@@ -185,6 +185,22 @@ def test_init_from_starts_from_a_checkpoints_weights(tiny_ckpt, tmp_path):
     assert not torch.equal(new["model.scm.quantiles"], src["model.scm.quantiles"])
 
 
+def test_a_focus_weighted_fit_trains_on_the_brains_lesion_masks_and_refuses_data_without_them(tmp_path):
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    base = ["fit", "--config", str(CONFIG), "--data.world=brain", "--data.n=64", "--trainer.max_steps=2",
+            "--model.focus_weight=20", "--trainer.logger=false"]
+    try:
+        with pytest.raises(SystemExit, match="^error: focus_weight needs focus masks in the data: set --data.focus"):
+            main(base)
+        main([*base, "--data.focus=lesion"])
+    finally:
+        os.chdir(cwd)
+    ckpt = torch.load(tmp_path / "runs/tiny/checkpoints/last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 2 and ckpt["hyper_parameters"]["focus_weight"] == 20
+    assert ckpt["datamodule_hyper_parameters"]["focus"] == "lesion"
+
+
 def test_coordinates_start_from_a_model_without_them(tiny_ckpt, tmp_path):
     cwd = os.getcwd()
     os.chdir(tmp_path)
@@ -229,6 +245,19 @@ def test_p2_weighting_moves_weight_to_noisy_steps():
     torch.manual_seed(0)
     weighted = diffae_loss(model, batch, p2_gamma=1.0)
     assert torch.equal(plain["mse"], same["mse"]) and not torch.equal(plain["mse"], weighted["mse"])
+
+
+def test_focus_weight_charges_the_focus_pixels_more():
+    model, batch = tiny_model()
+    ones = {**batch, "focus": torch.ones_like(batch["x"][:, :1])}
+    zeros = {**batch, "focus": torch.zeros_like(batch["x"][:, :1])}
+    mse = {}
+    for name, b, w in (("plain", batch, 0.0), ("off", ones, 0.0), ("none", zeros, 5.0), ("all", ones, 5.0),
+                       ("no mask", batch, 5.0)):
+        torch.manual_seed(0)
+        mse[name] = diffae_loss(model, b, focus_weight=w)["mse"]
+    assert mse["off"] == mse["plain"] == mse["none"] == mse["no mask"]  # weight 0, an empty mask, or no mask
+    assert mse["all"].item() == pytest.approx(6 * mse["plain"].item(), rel=1e-5)  # every pixel at 1 + 5
 
 
 def test_latent_noise_zero_feeds_the_posterior_mean():

@@ -13,12 +13,14 @@ from causaldiff.data.worlds import get_world
 from causaldiff.graph import CausalGraph
 from causaldiff.pixels import to_unit
 
+FOCUS_LEVELS = 4  # grey levels (of 255) a pixel must change by to count as the focus node's
+
 
 class WorldDataset(Dataset):
     """``n`` rendered samples of a world held in memory (uint8), with their exogenous noise kept for true CFs."""
 
     def __init__(self, world: str, n: int, size: int = 32, seed: int = 0, randomise: tuple[str, ...] = (),
-                 twins: str | None = None):
+                 twins: str | None = None, focus: str | None = None):
         self.world = get_world(world, size)
         self.graph = self.world.graph
         self.channels = self.world.channels
@@ -26,9 +28,17 @@ class WorldDataset(Dataset):
         self.images = self.world.render(self.exogenous, self.labels)
         self.twins = None  # each item's true counterfactual with binary node ``twins`` flipped: (labels, images)
         if twins is not None:
-            if twins not in self.graph.order or self.graph[twins].cardinality != 2:
-                raise ValueError(f"twins: {twins!r} is not a binary node of {world}")
-            self.twins = self.world.counterfactual(self.exogenous, self.labels, {twins: 1 - self.labels[twins]})
+            self.twins = self._flipped("twins", twins)
+        self.focus = None  # (N, 1, H, W) bool: the pixels that flipping binary node ``focus`` changes
+        if focus is not None:
+            flipped = self.twins[1] if twins == focus else self._flipped("focus", focus)[1]
+            self.focus = (self.images.int() - flipped.int()).abs().amax(1, keepdim=True) > FOCUS_LEVELS
+
+    def _flipped(self, option: str, node: str) -> tuple[dict, torch.Tensor]:
+        """(labels, uint8 images) of every item's true counterfactual with binary ``node`` flipped."""
+        if node not in self.graph.order or self.graph[node].cardinality != 2:
+            raise ValueError(f"{option}: {node!r} is not a binary node of {self.world.name}")
+        return self.world.counterfactual(self.exogenous, self.labels, {node: 1 - self.labels[node]})
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -39,6 +49,8 @@ class WorldDataset(Dataset):
             "labels": {k: v[i] for k, v in self.labels.items()},
             "mask": {k: torch.tensor(True) for k in self.labels},
         }
+        if self.focus is not None:
+            item["focus"] = self.focus[i].float()
         if self.twins is not None:
             item["twin"] = {"x": to_unit(self.twins[1][i]), "labels": {k: v[i] for k, v in self.twins[0].items()}}
         return item
@@ -79,12 +91,17 @@ class CausalDataModule(pl.LightningDataModule):
             on such data learns the trial's mechanism for these nodes, not the world's.
         twins: a binary node of a world: each item also carries its true counterfactual with that node flipped
             (``batch["twin"]``), for a predictor whose other readings must not move with it (``PredictorModule``).
+        focus: a binary node whose pixels the diffusion loss weighs more (the model's ``focus_weight``): for a small
+            finding, such as a lesion, whose few pixels the mean loss barely charges. Each item carries them as
+            ``batch["focus"]`` (B, 1, H, W) in {0, 1}: a world's are the pixels its true counterfactual with the node
+            flipped changes (the lesion's site, lesion or not); a folder's are the nonzero pixels of the mask image
+            (e.g. the lesion's segmentation) named in labels.csv's column ``<focus>_mask`` (empty: none).
     """
 
     def __init__(self, world: str | None = None, folder: str | None = None, folder_graph: dict | None = None,
                  n: int = 10000, size: int = 32, folder_channels: int = 3, seed: int = 0, val_fraction: float = 0.1,
                  test_fraction: float = 0.1, batch_size: int = 64, num_workers: int = 0, balance: str | None = None,
-                 randomise: list[str] | None = None, twins: str | None = None):
+                 randomise: list[str] | None = None, twins: str | None = None, focus: str | None = None):
         super().__init__()
         self.save_hyperparameters()  # stored in checkpoints, so grids and evaluation can find the same data
         if (world is None) == (folder is None):
@@ -97,13 +114,13 @@ class CausalDataModule(pl.LightningDataModule):
         self.n, self.size, self.folder_channels, self.seed = n, size, folder_channels, seed
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.batch_size, self.num_workers, self.balance = batch_size, num_workers, balance
-        self.randomise, self.twins = tuple(randomise or ()), twins
+        self.randomise, self.twins, self.focus = tuple(randomise or ()), twins, focus
 
     @cached_property
     def dataset(self) -> Dataset:
         if self.world is not None:
-            return WorldDataset(self.world, self.n, self.size, self.seed, self.randomise, self.twins)
-        return FolderDataset(self.folder, self.folder_graph, self.size, self.folder_channels)
+            return WorldDataset(self.world, self.n, self.size, self.seed, self.randomise, self.twins, self.focus)
+        return FolderDataset(self.folder, self.folder_graph, self.size, self.folder_channels, focus=self.focus)
 
     @property
     def graph(self) -> CausalGraph:

@@ -22,20 +22,7 @@ MAX_PIXELS = 64_000_000  # larger images are refused before decoding (decompress
 def read_labels_csv(root: str | os.PathLike, graph: CausalGraph, csv_name: str = "labels.csv"):
     """Return (files, labels) from ``root/csv_name``; labels are float (N,) per node, NaN where empty."""
     root = Path(root)
-    path = root / csv_name
-    if not path.is_file():
-        raise FileNotFoundError(f"label CSV not found: {path}")
-    try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-            header = rows[0].keys() if rows else next(csv.reader(open(path)), [])
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise ValueError(f"{path}: not a readable CSV ({e})") from None
-    missing = [c for c in ["file", *graph.order] if c not in header]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing} (has {list(header)})")
-    if not rows:
-        raise ValueError(f"{path}: no rows")
+    path, rows = _rows(root / csv_name, ["file", *graph.order])
     files = [safe_path(root, r["file"], path) for r in rows]
     labels = {}
     for name in graph:
@@ -56,6 +43,31 @@ def read_labels_csv(root: str | os.PathLike, graph: CausalGraph, csv_name: str =
             vals.append(v)
         labels[name] = torch.tensor(vals, dtype=torch.float32)
     return files, labels
+
+
+def read_mask_files(root: str | os.PathLike, column: str, csv_name: str = "labels.csv") -> list[Path | None]:
+    """Each row's mask image named in ``column`` of ``root/csv_name`` (None where the cell is empty)."""
+    root = Path(root)
+    path, rows = _rows(root / csv_name, ["file", column])
+    return [safe_path(root, r[column].strip(), path) if (r[column] or "").strip() else None for r in rows]
+
+
+def _rows(path: Path, required: list[str]) -> tuple[Path, list[dict]]:
+    """(path, rows as dicts) of a CSV that has the ``required`` columns and at least one row."""
+    if not path.is_file():
+        raise FileNotFoundError(f"label CSV not found: {path}")
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+            header = rows[0].keys() if rows else next(csv.reader(open(path)), [])
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"{path}: not a readable CSV ({e})") from None
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing} (has {list(header)})")
+    if not rows:
+        raise ValueError(f"{path}: no rows")
+    return path, rows
 
 
 def safe_path(root: Path, rel: str, source: Path) -> Path:
@@ -148,10 +160,13 @@ def _to_unit(im: Image.Image) -> tuple[np.ndarray, int]:
 
 
 class FolderDataset(Dataset):
-    """Images + labels from a folder; items are ``{"x": (C, H, W), "labels": {node: ()}, "mask": {node: ()}}``."""
+    """Images + labels from a folder; items are ``{"x": (C, H, W), "labels": {node: ()}, "mask": {node: ()}}``.
+
+    ``focus`` (a binary node) adds ``"focus"`` (1, H, W) in {0, 1} to each item: the nonzero pixels of the mask image
+    (a segmentation of the finding) named in the CSV column ``<focus>_mask``, all zero where the cell is empty."""
 
     def __init__(self, root: str | os.PathLike, graph: CausalGraph | dict | None = None, size: int = 32,
-                 channels: int = 3, csv_name: str = "labels.csv"):
+                 channels: int = 3, csv_name: str = "labels.csv", focus: str | None = None):
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"data folder not found: {self.root}")
@@ -160,7 +175,12 @@ class FolderDataset(Dataset):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
         self.size, self.channels = size, channels
         self.files, self.labels = read_labels_csv(self.root, self.graph, csv_name)
-        for f in self.files:
+        self.focus_files = None
+        if focus is not None:
+            if focus not in self.graph.order or self.graph[focus].cardinality != 2:
+                raise ValueError(f"focus: {focus!r} is not a binary node of the folder's graph {self.graph.order}")
+            self.focus_files = read_mask_files(self.root, f"{focus}_mask", csv_name)
+        for f in self.files + [m for m in self.focus_files or [] if m is not None]:
             if not f.is_file():
                 raise FileNotFoundError(f"image listed in {csv_name} not found: {f}")
 
@@ -169,11 +189,16 @@ class FolderDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         labels = {k: v[i] for k, v in self.labels.items()}
-        return {
+        item = {
             "x": load_image(self.files[i], self.channels, self.size),
             "labels": {k: torch.nan_to_num(v, nan=0.0) for k, v in labels.items()},
             "mask": {k: v.isfinite() for k, v in labels.items()},
         }
+        if self.focus_files is not None:
+            m = self.focus_files[i]
+            item["focus"] = ((load_image(m, 1, self.size) > -1).float() if m is not None
+                             else torch.zeros(1, self.size, self.size))
+        return item
 
 
 def read_graph(root: Path) -> CausalGraph:

@@ -29,7 +29,7 @@ def min_snr_weights(alphas_cumprod: Tensor, gamma: float) -> Tensor:
 def diffae_loss(model, batch: dict, kl_weight: float = 1.0, beta_z: float = 1.0, beta_u: float = 0.01,
                 beta_s: float = 0.01, beta_read: float = 1.0, p_uncond: float = 0.1,
                 p2_gamma: float = 0.0, p2_k: float = 1.0, latent_noise: float = 1.0,
-                snr_gamma: float = 0.0) -> dict[str, Tensor]:
+                snr_gamma: float = 0.0, focus_weight: float = 0.0) -> dict[str, Tensor]:
     """CausalDiffAE objective on a batch ``{"x": (B, C, H, W), "labels": {node: (B,)}, "mask": {node: (B,)}}``.
 
     eps-prediction MSE (Ho et al., 2020, eq. 14) + kl_weight * (beta_z KL(q(z_i|x) || p(z_i|y_i)) over observed
@@ -46,6 +46,11 @@ def diffae_loss(model, batch: dict, kl_weight: float = 1.0, beta_z: float = 1.0,
     A ``v``-prediction model (``model.prediction``) is trained on the v-MSE, ``|eps error|^2 / a_t``: the noisy
     steps, whose x̂0 the eps-MSE barely constrains (an eps error of 0.03 is an x̂0 error of 1.9 at t = 900), weigh as
     much as their image error.
+
+    ``focus_weight > 0`` weighs each pixel's error by ``1 + focus_weight * focus`` where the batch carries a focus mask
+    ``batch["focus"]`` (B, 1, H, W) (the pixels a small finding changes; :class:`CausalDataModule` ``focus``): a
+    lesion of ~7 pixels of 1,024 otherwise lowers the mean loss by under 10⁻³ when the latent knows its site
+    (ablation.md section 7), too little for the encoder to carry it.
 
     ``latent_noise`` scales the posterior noise in the latents the decoder and read-out see: 1 is the reparameterised
     sample; 0 the posterior mean (deterministic, as DiffAE's semantic encoder), which lets small offsets of z carry
@@ -74,7 +79,10 @@ def diffae_loss(model, batch: dict, kl_weight: float = 1.0, beta_z: float = 1.0,
     cond = model.condition(z, s)
     drop = torch.rand(b, device=x.device) < p_uncond
     cond = torch.where(drop[:, None], model.null_condition(b).to(cond.dtype), cond)
-    per_sample = (model.eps(x_t, t, cond).float() - noise.float()).pow(2).flatten(1).mean(1)
+    err = (model.eps(x_t, t, cond).float() - noise.float()).pow(2)
+    if focus_weight and "focus" in batch:
+        err = err * (1 + focus_weight * batch["focus"].float())
+    per_sample = err.flatten(1).mean(1)
     if model.prediction == "v":  # eps error = sqrt(a_t) (v error), so this is the v-MSE of Salimans & Ho (2022)
         per_sample = per_sample / model.alphas_cumprod[t]
     if snr_gamma:

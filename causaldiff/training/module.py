@@ -45,8 +45,8 @@ class CausalDiffAEModule(pl.LightningModule):
                  warmup_steps: int = 100, ema_decay: float = 0.999,
                  beta_z: float = 1.0, beta_u: float = 0.01, beta_s: float = 0.01, beta_read: float = 1.0,
                  kl_warmup_steps: int = 500, p_uncond: float = 0.1, p2_gamma: float = 0.0, p2_k: float = 1.0,
-                 snr_gamma: float = 0.0, beta_cf: float = 0.0, cf_start_steps: int = 1000, cf_fraction: float = 0.5,
-                 latent_noise: float = 0.0, channels_last: bool = False,
+                 snr_gamma: float = 0.0, focus_weight: float = 0.0, beta_cf: float = 0.0, cf_start_steps: int = 1000,
+                 cf_fraction: float = 0.5, latent_noise: float = 0.0, channels_last: bool = False,
                  init_from: str | None = None):
         super().__init__()
         self.save_hyperparameters()
@@ -54,10 +54,12 @@ class CausalDiffAEModule(pl.LightningModule):
         self.ema_model = copy.deepcopy(self.model).requires_grad_(False)
 
     def setup(self, stage: str) -> None:
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        if stage == "fit" and self.hparams.focus_weight and getattr(dm, "focus", None) is None:
+            raise ValueError("focus_weight needs focus masks in the data: set --data.focus=<a binary node>")
         if stage == "fit" and self.hparams.init_from:
             self._load_initial_weights(self.hparams.init_from)
         if stage == "fit" and not bool(self.model.scm.fitted):
-            dm = self.trainer.datamodule
             if dm is None or not hasattr(dm, "train_labels"):
                 raise ValueError("fit needs a CausalDataModule (its train labels fit the attribute SCM)")
             self.model.scm.fit(dm.train_labels())
@@ -101,7 +103,8 @@ class CausalDiffAEModule(pl.LightningModule):
         h = self.hparams
         kl_weight = min(1.0, (self.global_step + 1) / max(1, h.kl_warmup_steps))
         return diffae_loss(model, self._batch(batch), kl_weight, h.beta_z, h.beta_u, h.beta_s, h.beta_read,
-                           h.p_uncond, h.p2_gamma, h.p2_k, h.latent_noise, h.snr_gamma)
+                           h.p_uncond, h.p2_gamma, h.p2_k, h.latent_noise, h.snr_gamma,
+                           h.focus_weight)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         terms = self._loss(self.model, batch)
