@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # On one GPU: train pendulum32, morpho32 and brain32 with the shipped models' recipes (normalised condition path,
 # posterior-mean latents; v-prediction for pendulum and morpho; brain32 in two stages, eps from scratch and then
-# fine-tuned into v with a fresh warm-up and the KL at full weight, configs/brain32.yaml: a v model from scratch drew
-# no lesion, ablation.md sections 6 and 12) on IMAGES images each (default 2 M: batch 512 x ~3,900 steps, bf16,
+# fine-tuned into v with a fresh warm-up, the KL at full weight and the loss weighted on the lesion's pixels,
+# configs/brain32.yaml: a v model from scratch drew no lesion, ablation.md sections 6, 12 and 14) on IMAGES images each (default 2 M: batch 512 x ~3,900 steps, bf16,
 # channels_last; brain's v stage V_IMAGES more, default 1 M), then export the EMA models (brain32 with its measured
 # inference recommendations) and measure condition use and quality beside identity and truth.
 # Each call trains for at most BUDGET_S seconds in all and resumes where the last call stopped (ckpt_path: last):
@@ -43,7 +43,7 @@ for job in pendulum morpho brain brain_v; do
     read -r eps_steps _ <<< "$(state "$RUNS/brain")"
     if [ "$eps_steps" -lt "$STEPS" ]; then pending=1; continue; fi
     steps="$V_STEPS" extra=(--model.init_from="$RUNS/brain/checkpoints/last.ckpt" --model.prediction=v
-                            --model.kl_warmup_steps=1)
+                            --model.kl_warmup_steps=1 --data.focus=lesion --model.focus_weight=20)
   fi
   read -r done_steps used_s <<< "$(state "$root")"
   [ "$done_steps" -ge "$steps" ] && continue
