@@ -309,6 +309,12 @@ def test_a_folder_focus_reads_each_rows_mask_and_refuses_what_it_cannot_read(tmp
     a, b = dm.dataset[0]["focus"], dm.dataset[1]["focus"]
     assert a.shape == (1, 24, 24) and a.sum().item() >= 16 and a[0, :2].sum() == 0  # resized, still local
     assert not b.any()  # an empty cell: no finding
+    seg = np.zeros((24, 20), np.float32)
+    seg[4:8, 10:14], seg[10:12, 2:4] = 1.0, 2.0  # a multi-class segmentation: every label counts, raw
+    np.save(root / "a_mask.npy", seg)
+    (root / "labels.csv").write_text("file,age,sex,size,sex_mask\na.png,50,1,3.5,a_mask.npy\n")
+    c = FolderDataset(root, GRAPH, size=24, channels=1, focus="sex")[0]["focus"]
+    assert set(c.unique().tolist()) == {0.0, 1.0} and 20 <= c.sum().item() <= 40  # 16 + 4 pixels, widened a little
     with pytest.raises(ValueError, match="focus: 'age' is not a binary node of the folder's graph"):
         FolderDataset(root, GRAPH, focus="age")
     plain = make_folder(tmp_path / "plain", ["a.png,50,1,3.5"])

@@ -110,6 +110,24 @@ def read_image(path: Path, channels: int, size: int) -> tuple[torch.Tensor, dict
     return _from_unit(torch.from_numpy(arr), channels, size), {"depth": depth}
 
 
+def load_mask(path: Path, size: int) -> torch.Tensor:
+    """A finding's mask (1, size, size) in {0, 1}: its file's nonzero pixels (any channel), read raw rather than
+    min-max normalised, so that every label of a multi-class segmentation counts; resized, a pixel touched counts."""
+    if path.suffix.lower() == ".npy" or is_medical(path):
+        arr = load_slice(path) if is_medical(path) else _load_npy(path)
+    else:
+        try:
+            with Image.open(path) as im:
+                if im.width * im.height > MAX_PIXELS:
+                    raise ValueError(f"{path}: image of {im.width}x{im.height} pixels exceeds the {MAX_PIXELS} limit")
+                arr = np.asarray(im)
+        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            raise ValueError(f"unreadable mask {path}: {e}") from None
+    on = torch.from_numpy(np.ascontiguousarray(arr != 0)).float()
+    on = on.amax(-1) if on.ndim == 3 else on
+    return torch.nn.functional.adaptive_max_pool2d(on[None], size)
+
+
 def _load_npy(path: Path) -> np.ndarray:
     """A (H, W) or (H, W, C) float32 array from a .npy file (pickles refused)."""
     try:
@@ -196,8 +214,7 @@ class FolderDataset(Dataset):
         }
         if self.focus_files is not None:
             m = self.focus_files[i]
-            item["focus"] = ((load_image(m, 1, self.size) > -1).float() if m is not None
-                             else torch.zeros(1, self.size, self.size))
+            item["focus"] = load_mask(m, self.size) if m is not None else torch.zeros(1, self.size, self.size)
         return item
 
 
