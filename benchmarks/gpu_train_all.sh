@@ -2,17 +2,18 @@
 # On one GPU: train pendulum32, morpho32 and brain32 with the shipped models' recipes (normalised condition path,
 # posterior-mean latents; v-prediction for pendulum and morpho; brain32 in two stages, eps from scratch and then
 # fine-tuned into v with a fresh warm-up, the KL at full weight and the loss weighted on the lesion's pixels,
-# configs/brain32.yaml: a v model from scratch drew no lesion, ablation.md sections 6, 12 and 14) on IMAGES images each (default 2 M: batch 512 x ~3,900 steps, bf16,
-# channels_last; brain's v stage V_IMAGES more, default 1 M), then export the EMA models (brain32 with its measured
-# inference recommendations) and measure condition use and quality beside identity and truth.
+# configs/brain32.yaml: a v model from scratch drew no lesion, ablation.md sections 6, 12 and 14) on IMAGES images
+# each (default 2 M: batch 512 x ~3,900 steps, bf16, channels_last; brain's v stage V_IMAGES more, default 1 M), then
+# export the EMA models (brain32 with its measured inference recommendations) and measure condition use and quality
+# beside identity and truth.
 # Each call trains for at most BUDGET_S seconds in all and resumes where the last call stopped (ckpt_path: last):
 # rerun the same command until it prints "all trained", then once more to export and evaluate.
 #   OUT=benchmarks/results/gpu BUDGET_S=540 bash benchmarks/gpu_train_all.sh
 # CPU smoke test (minutes): OUT=/tmp/g RUNS=/tmp/g/runs IMAGES=64 V_IMAGES=32 BATCH=16 ACCEL=cpu PRECISION=32-true \
 #   N_EVAL=16 EVAL_STEPS=2 CYCLES=1 bash benchmarks/gpu_train_all.sh
 # (run 2026-11-30: 4 steps a world and 2 of brain_v, exported and evaluated in one call (2 min 53 s); rerun with
-# IMAGES=96 V_IMAGES=48 it resumed each run, to 6 and 3 steps; again with brain_v's lesion focus, 2 min 48 s.) Not yet run on a GPU: the throughput target
-# (>= 10,000 images/s at 32 px) is unmeasured.
+# IMAGES=96 V_IMAGES=48 it resumed each run, to 6 and 3 steps; again with brain_v's lesion focus, 2 min 48 s.)
+# Not yet run on a GPU: the throughput target (>= 10,000 images/s at 32 px) is unmeasured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEST="${OUT:-benchmarks/results/gpu}"

@@ -94,38 +94,43 @@ def read_image(path: Path, channels: int, size: int) -> tuple[torch.Tensor, dict
     scans, normalised per image by min-max; lo, hi are the raw intensities that map to 0 and 1)."""
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
-    if path.suffix.lower() == ".npy" or is_medical(path):
-        raw = load_slice(path) if is_medical(path) else _load_npy(path)
-        arr, lo, hi = _normalise(raw, path)
+    if _is_array(path):
+        arr, lo, hi = _normalise(_load_array(path), path)
         source = {"depth": "float", "range": [lo, hi], **({"nifti": str(path)} if is_nifti(path) else {})}
         return _from_unit(torch.from_numpy(arr), channels, size), source
-    try:
-        with Image.open(path) as im:
-            if im.width * im.height > MAX_PIXELS:
-                raise ValueError(f"{path}: image of {im.width}x{im.height} pixels exceeds the {MAX_PIXELS} limit")
-            im.load()
-            arr, depth = _to_unit(im)
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ValueError(f"unreadable image {path}: {e}") from None
+    arr, depth = _read_pillow(path, _to_unit)
     return _from_unit(torch.from_numpy(arr), channels, size), {"depth": depth}
 
 
 def load_mask(path: Path, size: int) -> torch.Tensor:
     """A finding's mask (1, size, size) in {0, 1}: its file's nonzero pixels (any channel), read raw rather than
     min-max normalised, so that every label of a multi-class segmentation counts; resized, a pixel touched counts."""
-    if path.suffix.lower() == ".npy" or is_medical(path):
-        arr = load_slice(path) if is_medical(path) else _load_npy(path)
-    else:
-        try:
-            with Image.open(path) as im:
-                if im.width * im.height > MAX_PIXELS:
-                    raise ValueError(f"{path}: image of {im.width}x{im.height} pixels exceeds the {MAX_PIXELS} limit")
-                arr = np.asarray(im)
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:
-            raise ValueError(f"unreadable mask {path}: {e}") from None
+    arr = _load_array(path) if _is_array(path) else _read_pillow(path, np.asarray)
     on = torch.from_numpy(np.ascontiguousarray(arr != 0)).float()
     on = on.amax(-1) if on.ndim == 3 else on
     return torch.nn.functional.adaptive_max_pool2d(on[None], size)
+
+
+def _is_array(path: Path) -> bool:
+    """A .npy array or a medical scan (NIfTI, DICOM), rather than an image Pillow reads."""
+    return path.suffix.lower() == ".npy" or is_medical(path)
+
+
+def _load_array(path: Path) -> np.ndarray:
+    """The raw (H, W) or (H, W, C) values of a .npy array or a scan's slice."""
+    return load_slice(path) if is_medical(path) else _load_npy(path)
+
+
+def _read_pillow(path: Path, read):
+    """``read(image)`` of the Pillow image at ``path``, refusing images over MAX_PIXELS and unreadable files."""
+    try:
+        with Image.open(path) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise ValueError(f"{path}: image of {im.width}x{im.height} pixels exceeds the {MAX_PIXELS} limit")
+            im.load()
+            return read(im)
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ValueError(f"unreadable image {path}: {e}") from None
 
 
 def _load_npy(path: Path) -> np.ndarray:
