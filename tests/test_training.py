@@ -247,6 +247,21 @@ def test_p2_weighting_moves_weight_to_noisy_steps():
     assert torch.equal(plain["mse"], same["mse"]) and not torch.equal(plain["mse"], weighted["mse"])
 
 
+def test_min_snr_weighs_the_x0_error_by_min_snr_gamma_under_either_prediction():
+    from causaldiff.diffusion.schedule import alphas_cumprod, scheduler_config
+    from causaldiff.training.losses import min_snr_weights
+
+    a = alphas_cumprod(scheduler_config(1000)).double()
+    snr = a / (1 - a)
+    # one x0 error e gives an eps error e * sqrt(a / (1 - a)) and a v error of that / sqrt(a) (v = sqrt(a) eps - ...)
+    x0_err = torch.ones_like(a)
+    eps_mse, v_mse = x0_err * snr, x0_err * snr / a
+    target = x0_err * snr.clamp(max=5.0)  # Hang et al. (2023): the x0-MSE weighted by min(SNR, gamma)
+    assert torch.allclose(eps_mse * min_snr_weights(a, 5.0, "eps"), target)
+    assert torch.allclose(v_mse * min_snr_weights(a, 5.0, "v"), target)
+    assert min_snr_weights(a, 5.0, "v")[-1] < 1e-3  # the noisiest v step counts ~SNR, not ~1
+
+
 def test_focus_weight_charges_the_focus_pixels_more():
     model, batch = tiny_model()
     ones = {**batch, "focus": torch.ones_like(batch["x"][:, :1])}

@@ -20,10 +20,11 @@ def p2_weights(alphas_cumprod: Tensor, gamma: float, k: float = 1.0) -> Tensor:
     return w / w.mean()
 
 
-def min_snr_weights(alphas_cumprod: Tensor, gamma: float) -> Tensor:
-    """(T,) Min-SNR-gamma weights ``min(SNR_t, gamma) / SNR_t`` for eps-prediction (Hang et al., ICCV 2023, eq. 9)."""
+def min_snr_weights(alphas_cumprod: Tensor, gamma: float, prediction: str = "eps") -> Tensor:
+    """(T,) Min-SNR-gamma weights (Hang et al., ICCV 2023, eq. 9): the x0-MSE weighted by ``min(SNR_t, gamma)``,
+    written on the eps-MSE as ``min(SNR_t, gamma) / SNR_t`` and on the v-MSE as ``min(SNR_t, gamma) / (SNR_t + 1)``."""
     snr = alphas_cumprod / (1 - alphas_cumprod)
-    return snr.clamp(max=gamma) / snr
+    return snr.clamp(max=gamma) / (snr + 1 if prediction == "v" else snr)
 
 
 def diffae_loss(model, batch: dict, kl_weight: float = 1.0, beta_z: float = 1.0, beta_u: float = 0.01,
@@ -86,7 +87,7 @@ def diffae_loss(model, batch: dict, kl_weight: float = 1.0, beta_z: float = 1.0,
     if model.prediction == "v":  # eps error = sqrt(a_t) (v error), so this is the v-MSE of Salimans & Ho (2022)
         per_sample = per_sample / model.alphas_cumprod[t]
     if snr_gamma:
-        per_sample = per_sample * min_snr_weights(model.alphas_cumprod, snr_gamma)[t]
+        per_sample = per_sample * min_snr_weights(model.alphas_cumprod, snr_gamma, model.prediction)[t]
     elif p2_gamma:
         per_sample = per_sample * p2_weights(model.alphas_cumprod, p2_gamma, p2_k)[t]
     mse = per_sample.mean()
