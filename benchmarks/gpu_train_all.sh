@@ -4,8 +4,8 @@
 # fine-tuned into v with a fresh warm-up, the KL at full weight and the loss weighted on the lesion's pixels,
 # configs/brain32.yaml: a v model from scratch drew no lesion, ablation.md sections 6, 12 and 14) on IMAGES images
 # each (default 2 M: batch 512 x ~3,900 steps, bf16, channels_last; brain's v stage V_IMAGES more, default 1 M), then
-# export the EMA models (brain32 with its measured inference recommendations) and measure condition use and quality
-# beside identity and truth.
+# export the EMA models (brain32 with its measured inference recommendations), measure condition use and quality
+# beside identity and truth, and the images each run took to an effective model (snapshots every SNAP_EVERY steps).
 # Each call trains for at most BUDGET_S seconds in all and resumes where the last call stopped (ckpt_path: last):
 # rerun the same command until it prints "all trained", then once more to export and evaluate.
 #   OUT=benchmarks/results/gpu BUDGET_S=540 bash benchmarks/gpu_train_all.sh
@@ -55,6 +55,8 @@ for job in pendulum morpho brain brain_v; do
     --data.batch_size="$BATCH" --data.num_workers=4 --model.lr="$LR" --model.channels_last=true \
     --trainer.accelerator="${ACCEL:-gpu}" --trainer.precision="${PRECISION:-bf16-mixed}" \
     --trainer.max_steps="$steps" --trainer.max_time="$max_time" --trainer.enable_progress_bar=false \
+    '--trainer.callbacks+=pytorch_lightning.callbacks.ModelCheckpoint' --trainer.callbacks.save_top_k=-1 \
+    --trainer.callbacks.every_n_train_steps="${SNAP_EVERY:-100}" '--trainer.callbacks.filename=snapshot-{step}' \
     > "$DEST/fit_$job.log" 2>&1 || { echo "fit $job failed: see $DEST/fit_$job.log"; tail -3 "$DEST/fit_$job.log"; exit 1; }
   read -r done_steps used_s <<< "$(state "$root")"
   [ "$done_steps" -ge "$steps" ] || pending=1
@@ -72,3 +74,9 @@ python3 benchmarks/condition_use.py --checkpoint $DEST/models/{pendulum,morpho,b
   --n "$N_EVAL" --out "$DEST/condition_use.json" | tail -30
 python3 benchmarks/quality.py --models $DEST/models/{pendulum,morpho,brain}32.ckpt --n "$N_EVAL" \
   --steps "${EVAL_STEPS:-50}" --cycles "${CYCLES:-10}" --results "$DEST" | tail -60
+# images to an effective model (mean effect gain >= 0.7) from each run's snapshots (brain: its eps stage)
+for job in pendulum morpho brain; do
+  flags=(); [ "$job" = brain ] && flags=(--inversion residual --findings transplant --guide-against masked --depth 0.75)
+  python3 benchmarks/images_to_effective.py --run "$RUNS/$job" --n "${N_EFFECTIVE:-64}" --steps "${EVAL_STEPS:-20}" \
+    ${flags[@]+"${flags[@]}"} --out "$DEST/images_to_effective_${job}32.json" | tail -3
+done

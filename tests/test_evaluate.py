@@ -8,7 +8,7 @@ import torch
 from causaldiff.cli import main
 from causaldiff.evaluation.evaluate import DEFAULT_VARIANTS, draw_interventions, eval_data
 from causaldiff.evaluation.predictor import AntiCausalPredictor
-from causaldiff.evaluation.report import gains
+from causaldiff.evaluation.report import first_crossing, gains
 from causaldiff.graph import CausalGraph
 
 
@@ -103,3 +103,11 @@ def test_effect_gain_is_zero_for_doing_nothing_and_one_for_the_truth():
     no_truth = gains(row, {"identity": refs["identity"]})
     assert no_truth["effect_gain"]["b"] == 1.0 and no_truth["effect_gain"]["a"] == 0.0
     assert no_truth["effect_gain"]["c"] == pytest.approx(0.8)  # (identity - method) / identity
+
+
+def test_first_crossing_brackets_where_a_training_curve_first_reaches_the_threshold():
+    curve = [(8000, 0.1), (16000, 0.65), (24000, 0.72), (32000, 0.6), (40000, 0.9)]
+    assert first_crossing(curve, 0.7) == {"threshold": 0.7, "reached": 24000, "last_below": 16000}
+    assert first_crossing(curve, 0.05) == {"threshold": 0.05, "reached": 8000, "last_below": None}
+    assert first_crossing(curve, 0.95) == {"threshold": 0.95, "reached": None, "last_below": 40000}
+    assert first_crossing([(8000, None), (16000, 0.8)], 0.7)["reached"] == 16000  # no gain measurable: not reached

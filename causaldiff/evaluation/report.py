@@ -26,6 +26,15 @@ def gains(row: dict, references: dict) -> dict:
             "true_cf_l1_ratio": l1 / l1_ident if l1 is not None and l1_ident else None}
 
 
+def first_crossing(points: list[tuple[int, float]], threshold: float) -> dict:
+    """Where a training curve [(images seen, mean effect gain)], in order, first reaches ``threshold``:
+    {threshold, reached (its images, None if never), last_below (the point before it, None if it is the first)}."""
+    for i, (images, value) in enumerate(points):
+        if value is not None and value >= threshold:
+            return {"threshold": threshold, "reached": images, "last_below": points[i - 1][0] if i else None}
+    return {"threshold": threshold, "reached": None, "last_below": points[-1][0] if points else None}
+
+
 def _cell(val) -> str:
     return "—" if val is None else f"{val:.3f}"
 
