@@ -12,7 +12,8 @@
 # CPU smoke test (minutes): OUT=/tmp/g RUNS=/tmp/g/runs IMAGES=64 V_IMAGES=32 BATCH=16 ACCEL=cpu PRECISION=32-true \
 #   N_EVAL=16 EVAL_STEPS=2 CYCLES=1 bash benchmarks/gpu_train_all.sh
 # (run 2026-11-30: 4 steps a world and 2 of brain_v, exported and evaluated in one call (2 min 53 s); rerun with
-# IMAGES=96 V_IMAGES=48 it resumed each run, to 6 and 3 steps; again with brain_v's lesion focus, 2 min 48 s.)
+# IMAGES=96 V_IMAGES=48 it resumed each run, to 6 and 3 steps; again with brain_v's lesion focus, 2 min 48 s; with
+# SNAP_EVERY=2 and images_to_effective for each world, 3 min 54 s.)
 # Not yet run on a GPU: the throughput target (>= 10,000 images/s at 32 px) is unmeasured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
