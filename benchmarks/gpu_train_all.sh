@@ -10,7 +10,7 @@
 # rerun the same command until it prints "all trained", then once more to export and evaluate.
 #   OUT=benchmarks/results/gpu BUDGET_S=540 bash benchmarks/gpu_train_all.sh
 # CPU smoke test (minutes): OUT=/tmp/g RUNS=/tmp/g/runs IMAGES=64 V_IMAGES=32 BATCH=16 ACCEL=cpu PRECISION=32-true \
-#   N_EVAL=16 EVAL_STEPS=2 CYCLES=1 bash benchmarks/gpu_train_all.sh
+#   N_EVAL=16 EVAL_STEPS=2 CYCLES=1 SNAP_EVERY=2 bash benchmarks/gpu_train_all.sh
 # (run 2026-11-30: 4 steps a world and 2 of brain_v, exported and evaluated in one call (2 min 53 s); rerun with
 # IMAGES=96 V_IMAGES=48 it resumed each run, to 6 and 3 steps; again with brain_v's lesion focus, 2 min 48 s; with
 # SNAP_EVERY=2 and images_to_effective for each world, 3 min 54 s.)
