@@ -6,7 +6,7 @@ The run must keep its snapshots; an extra checkpoint callback that keeps every s
     causaldiff fit --config pendulum32 --trainer.default_root_dir=runs/p \\
       '--trainer.callbacks+=pytorch_lightning.callbacks.ModelCheckpoint' --trainer.callbacks.every_n_train_steps=250 \\
       --trainer.callbacks.save_top_k=-1 '--trainer.callbacks.filename=snapshot-{step}'
-    python benchmarks/images_to_effective.py --run runs/p --out benchmarks/results/images_to_effective_pendulum32.json
+    python benchmarks/images_to_effective.py --run runs/p --out benchmarks/results/images_to_effective/pendulum32.json
 
 Each snapshot is evaluated with its EMA weights on the same first ``--n`` test items and interventions (the
 ``causaldiff`` variant, one cycle); images seen = global step x the run's batch size.
