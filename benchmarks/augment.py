@@ -27,13 +27,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from common import add_config_args, commit, config_for, rerun_command, site_banks  # benchmarks/common.py
 from torch.nn import functional as F
 
 from causaldiff.augment import plan_balance
 from causaldiff.data.worlds import get_world
 from causaldiff.evaluation.predictor import AntiCausalPredictor
-from causaldiff.inference.batch import InferenceOptions, counterfactuals
-from causaldiff.inference.pipeline import FINDINGS, GUIDE_AGAINST, INVERSIONS
+from causaldiff.inference.batch import counterfactuals
+from causaldiff.inference.pipeline import CounterfactualPipeline
 from causaldiff.io import atomic_write_text
 from causaldiff.pixels import to_unit
 from causaldiff.viz import grid_image, save_png, stack_vertical
@@ -151,21 +152,15 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--guidance", type=float, default=3.0)
-    ap.add_argument("--guide-against", choices=GUIDE_AGAINST, help="default: the checkpoint's, else factual")
-    ap.add_argument("--findings", choices=FINDINGS, help="default: the checkpoint's (brain32: transplant)")
-    ap.add_argument("--finding-guidance", type=float, help="a transplant's weight (default: the checkpoint's, else 3)")
-    ap.add_argument("--exogenous", default="sample", choices=["sample", "keep"])
-    ap.add_argument("--inversion", choices=INVERSIONS, help="default: the checkpoint's (brain32: residual)")
+    add_config_args(ap)
+    ap.set_defaults(guidance=3.0)  # the removals' weight (a transplant has its own)
     ap.add_argument("--reference-per-class", type=int, default=1500)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "augment.json"))
     args = ap.parse_args()
     t0 = time.perf_counter()
-    opts = InferenceOptions.for_checkpoint(args.checkpoint, steps=args.steps, guidance=args.guidance,
-                                           guide_against=args.guide_against, exogenous=args.exogenous,
-                                           findings=args.findings, finding_guidance=args.finding_guidance,
-                                           inversion=args.inversion, batch_size=64)
-    pipe = opts.pipeline(args.checkpoint)
+    opts = config_for(args.checkpoint, args, steps=args.steps, batch_size=64)
+    pipe = CounterfactualPipeline.from_checkpoint(args.checkpoint, opts)
+    pipe.site_banks = site_banks(args.checkpoint, opts)
     world = get_world("brain", pipe.model.image_size)
     x, labels, exo = images(world, args.n, seed=0)
     x_test, y_test = balanced_test(world, args.test_per_class, seed=99)
@@ -218,9 +213,8 @@ def main() -> None:
     baseline = max(acc["(c)"], acc["(d)"])
     meta = {"checkpoint": args.checkpoint, "n": args.n, "rare_share": round(rare, 4), "counterfactuals": len(cf_y),
             "test": f"{args.test_per_class} per class", "seeds": args.seeds, "epochs": args.epochs,
-            "guidance": args.guidance, "guide_against": opts.guide_against, "exogenous": opts.exogenous,
-            "inversion": opts.inversion, "findings": opts.findings, "finding_guidance": opts.finding_guidance,
-            "steps": args.steps, "reference_balanced_accuracy": round(ref_bal_acc, 4),
+            "config": opts.asdict(), "command": rerun_command(), "commit": commit(),
+            "reference_balanced_accuracy": round(ref_bal_acc, 4),
             "cf_lesion_rate": round(cf_rate, 4), "source_lesion_rate": round(src_rate, 4),
             "removal_rate": round(removal_rate, 4), "removal_n": len(pos), "other_node_readings": others,
             "minus_best_of_c_d": {k: round(acc[k] - baseline, 4) for k in ("(b)", "(b2)", "(b3)", "(b4)")},

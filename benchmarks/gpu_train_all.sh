@@ -27,7 +27,7 @@ if compgen -G ".whl/*.whl" > /dev/null; then  # the device lacks some wheels: ca
 fi
 export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 WANDB_MODE=offline HF_HUB_OFFLINE=1
 STEPS=$(( (IMAGES + BATCH - 1) / BATCH )) V_STEPS=$(( (V_IMAGES + BATCH - 1) / BATCH ))
-BRAIN_INFERENCE="{'inversion': 'residual', 'findings': 'transplant', 'guide_against': 'masked', 'depth': 0.75}"
+BRAIN_INFERENCE="{'inversion': 'residual', 'keep_unchanged': True, 'depth': 0.75}"
 LR=$(python3 -c "print(5e-4 * ($BATCH / 32) ** 0.5)")  # square-root scaling from the CPU configs' batch 32
 start=$(date +%s)
 pending=0
@@ -77,7 +77,7 @@ python3 benchmarks/quality.py --models $DEST/models/{pendulum,morpho,brain}32.ck
   --steps "${EVAL_STEPS:-50}" --cycles "${CYCLES:-10}" --results "$DEST" | tail -60
 # images to an effective model (mean effect gain >= 0.7) from each run's snapshots (brain: its eps stage)
 for job in pendulum morpho brain; do
-  flags=(); [ "$job" = brain ] && flags=(--inversion residual --findings transplant --guide-against masked --depth 0.75)
+  flags=(); [ "$job" = brain ] && flags=(--inversion residual --keep-unchanged --depth 0.75)
   python3 benchmarks/images_to_effective.py --run "$RUNS/$job" --n "${N_EFFECTIVE:-64}" --steps "${EVAL_STEPS:-20}" \
     ${flags[@]+"${flags[@]}"} --out "$DEST/images_to_effective_${job}32.json" | tail -3
 done

@@ -15,20 +15,18 @@ Each snapshot is evaluated with its EMA weights on the same first ``--n`` test i
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import re
 import time
 from pathlib import Path
 
 import torch
+from common import add_config_args, commit, config_for, rerun_command, site_banks  # benchmarks/common.py
 
 from causaldiff.checkpoint import load_checkpoint
 from causaldiff.evaluation.evaluate import Evaluator, eval_data
 from causaldiff.evaluation.predictor import AntiCausalPredictor
 from causaldiff.evaluation.report import first_crossing
-from causaldiff.inference.batch import InferenceOptions
-from causaldiff.inference.pipeline import FINDINGS, GUIDE_AGAINST, INVERSIONS, training_images
 from causaldiff.io import atomic_write_text
 from causaldiff.models.causal_diffae import CausalDiffAE
 
@@ -47,13 +45,10 @@ def evaluate(ckpt: Path, predictor: AntiCausalPredictor, args) -> dict:
     """{step, images, effect_gain (per node), effect_gain_mean, true_cf_l1_ratio} of one snapshot."""
     meta = load_checkpoint(ckpt)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    opts = InferenceOptions.for_checkpoint(ckpt, steps=args.steps, inversion=args.inversion,
-                                           guide_against=args.guide_against, findings=args.findings,
-                                           depth=args.depth, batch_size=256)
+    opts = config_for(ckpt, args, steps=args.steps, batch_size=256)
     model = CausalDiffAE.from_checkpoint(ckpt).to(device)
     report = Evaluator(model, predictor, eval_data(ckpt, args.n), opts, cycles=1, variants=["causaldiff"],
-                       capture=device == "cuda", progress=False,
-                       site_source=functools.partial(training_images, ckpt)).run()
+                       capture=device == "cuda", progress=False, site_banks=site_banks(ckpt, opts)).run()
     g = report["gains"]["causaldiff"]
     step = meta["global_step"]
     return {"step": step, "images": step * meta["datamodule_hyper_parameters"]["batch_size"],
@@ -81,10 +76,7 @@ def main() -> None:
     ap.add_argument("--threshold", type=float, default=0.7, help="mean effect gain of an effective model")
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--inversion", choices=INVERSIONS)
-    ap.add_argument("--guide-against", choices=GUIDE_AGAINST)
-    ap.add_argument("--findings", choices=FINDINGS)
-    ap.add_argument("--depth", type=float)
+    add_config_args(ap)
     ap.add_argument("--out", required=True, help="JSON file to write")
     args = ap.parse_args()
     snaps = snapshots(Path(args.run))
@@ -95,8 +87,8 @@ def main() -> None:
         rows.append(evaluate(snap, predictor, args))
         print(f"step {rows[-1]['step']}: mean gain {_cell(rows[-1]['effect_gain_mean'], 3)}", flush=True)
     crossing = first_crossing([(r["images"], r["effect_gain_mean"]) for r in rows], args.threshold)
-    result = {"meta": {"run": args.run, "world": world, "n": args.n, "steps": args.steps, "threshold": args.threshold,
-                       "seconds": round(time.perf_counter() - t0, 1)},
+    result = {"meta": {"command": rerun_command(), "commit": commit(), "world": world, "n": args.n, "steps": args.steps,
+                       "threshold": args.threshold, "seconds": round(time.perf_counter() - t0, 1)},
               "snapshots": rows, "crossing": crossing}
     atomic_write_text(Path(args.out), json.dumps(result, indent=2))
     print(table(rows))

@@ -2,9 +2,9 @@
 input by more than 2.55 grey levels, 0.02 in [-1, 1]) or on pixels the truth leaves as they are. Same items and
 interventions as ``causaldiff evaluate``; every number beside identity's (cf_x = x).
 
-    python benchmarks/l1_split.py --checkpoint brain32 [--guide-against factual] --n 128 --steps 50
+    python benchmarks/l1_split.py --checkpoint brain32 [--no-keep-unchanged] --n 128 --steps 50 --out OUT.json
 
-Writes benchmarks/results/l1_split_<checkpoint>_<guide_against>.json and prints a table (grey levels, 0-255).
+Writes the JSON and prints a table (grey levels, 0-255).
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ import json
 from pathlib import Path
 
 import torch
+from common import add_config_args, commit, config_for, rerun_command, site_banks  # benchmarks/common.py
 from torch.nn import functional as F
 
 from causaldiff.evaluation.evaluate import Evaluator, eval_data
 from causaldiff.evaluation.metrics import l1_255
-from causaldiff.inference.batch import InferenceOptions, counterfactuals
-from causaldiff.inference.pipeline import GUIDE_AGAINST
+from causaldiff.inference.batch import counterfactuals
+from causaldiff.inference.pipeline import CounterfactualPipeline
 from causaldiff.io import atomic_write_text
 
 RESULTS = Path(__file__).parent / "results"
@@ -38,14 +39,14 @@ def split(cf: torch.Tensor, x: torch.Tensor, truth: torch.Tensor) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default="brain32")
-    ap.add_argument("--guide-against", choices=GUIDE_AGAINST, help="default: the checkpoint's")
-    ap.add_argument("--depth", type=float, help="the inversion's depth, a fraction of T (default: the checkpoint's)")
+    add_config_args(ap)
     ap.add_argument("--n", type=int, default=128)
     ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--out", required=True, help="JSON file to write")
     args = ap.parse_args()
-    opts = InferenceOptions.for_checkpoint(args.checkpoint, steps=args.steps, batch_size=64,
-                                           guide_against=args.guide_against, depth=args.depth)
-    pipe, data = opts.pipeline(args.checkpoint), eval_data(args.checkpoint, args.n)
+    opts = config_for(args.checkpoint, args, steps=args.steps, batch_size=64)
+    pipe, data = CounterfactualPipeline.from_checkpoint(args.checkpoint, opts), eval_data(args.checkpoint, args.n)
+    pipe.site_banks = site_banks(args.checkpoint, opts)
     ev = Evaluator(pipe.model, None, data, opts, cycles=1, variants=["causaldiff"], progress=False)
     rows = {}
     for j, (node, idx, vals) in enumerate(ev.groups):
@@ -59,9 +60,9 @@ def main() -> None:
               f"{r['cf_rim']:.2f} | {r['cf_outside']:.2f} | {r['share_inside']:.3f} |")
     ratio = sum(r["cf"] for r in rows.values()) / sum(r["identity"] for r in rows.values())
     print(f"overall L1 / identity (groups weighted equally): {ratio:.3f}")
-    out = RESULTS / f"l1_split_{Path(args.checkpoint).stem}_{opts.guide_against}.json"
-    atomic_write_text(out, json.dumps({"meta": {**vars(args), **opts.switches()}, "nodes": rows,
-                                       "ratio": ratio}, indent=1))
+    atomic_write_text(Path(args.out), json.dumps({"meta": {"command": rerun_command(), "commit": commit(),
+                                                           "config": opts.asdict()}, "nodes": rows, "ratio": ratio},
+                                                 indent=1))
 
 
 if __name__ == "__main__":

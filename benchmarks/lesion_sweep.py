@@ -1,7 +1,7 @@
 """Lesions by guidance weight: drawn, removed, and what else moves. Brain world test images, 20 DDIM steps.
 
-For n lesion-free images, do(lesion=1) under each guidance weight w (and each ``--exogenous`` switch); for n lesion
-images, do(lesion=0). Read by the anti-causal predictor: the share read as lesion (``drawn``) / lesion-free
+For n lesion-free images, do(lesion=1) under each transplant guidance weight w; for n lesion images,
+do(lesion=0). Read by the anti-causal predictor: the share read as lesion (``drawn``) / lesion-free
 (``removed``); how far the other nodes' readings move from the reconstruction's (``other_change``) beside the
 reconstruction's own error (``recon_error``, the noise floor) and beside the true counterfactuals' (row ``truth``: the
 predictor's other readings move for a lesion alone); the mean distance in pixels between the brightest
@@ -9,24 +9,27 @@ change of two seeds (``seed_site_px``: do seeds give other sites?); where the br
 the brain's radius (``site_radius``, and ``central_share`` below 0.45: the world draws sites uniformly in 0.35-0.75,
 so a quarter of real lesions are central, over the ventricles); the L1 to the reconstruction (0-255).
 
-Run: ``python benchmarks/lesion_sweep.py --checkpoint brain32 --guide-against local --findings decode --weights 1 3``;
-writes benchmarks/results/guidance/lesion_sweep_<guide>[_transplant][_<inversion>][_gain<g>][_disk<r>].json.
-``--findings transplant`` (brain32's default) draws at sites from the model's site bank (fitted from the checkpoint's
-training split), each weight then the transplant's (``finding_guidance``); ``--site-gain``, ``--site-disk`` and
-``--site-t`` override its gain, guidance disk and timestep (see causaldiff.inference.sites).
+Run: ``python benchmarks/lesion_sweep.py --checkpoint brain32 --weights 3 --out benchmarks/results/lesions/x.json``
+(the checkpoint's recommended settings; the counterfactual flags change them). A switched-on lesion is transplanted
+from the checkpoint's site bank, each weight then the transplant's (``TransplantSettings.guidance``); ``--variant
+decoded-findings`` decodes it from the latent instead, at guidance w; ``--site-gain``, ``--site-disk`` and
+``--site-at`` override the transplant's gain, disk and timestep (see causaldiff.inference.sites).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
 import torch
+from common import add_config_args, commit, config_for, rerun_command, site_banks  # benchmarks/common.py
 
 from causaldiff.data.worlds import get_world
 from causaldiff.evaluation.predictor import AntiCausalPredictor
-from causaldiff.inference.pipeline import FINDINGS, GUIDE_AGAINST, INVERSIONS, CounterfactualPipeline
+from causaldiff.evaluation.variants import VARIANTS
+from causaldiff.inference.pipeline import CounterfactualPipeline
 from causaldiff.io import atomic_write_text
 from causaldiff.pixels import to_unit
 
@@ -77,7 +80,7 @@ def sweep(pipe, predictor, x, labels, n, weights, steps=20) -> dict:
     is_lesion = lambda img: (predictor.predict(img)["lesion"] == 1).float().mean().item()  # noqa: E731
     out = {}
     for w in weights:
-        pipe.finding_guidance = w  # a transplant's weight (unused when findings are decoded)
+        pipe.transplant = dataclasses.replace(pipe.transplant, guidance=w)  # unused when findings are decoded
         cfs = [pipe.counterfactuals(a, ["lesion=1"], steps, w, torch.Generator().manual_seed(s))[0].cf_x
                for s in (0, 1)]
         removed = pipe.counterfactuals(b, ["lesion=0"], steps, w, torch.Generator().manual_seed(0))[0].cf_x
@@ -97,16 +100,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", default="brain32")
     ap.add_argument("--predictor", default=str(Path(__file__).parent / "predictors" / "brain32.ckpt"))
-    ap.add_argument("--guide-against", default="local", choices=GUIDE_AGAINST)
-    ap.add_argument("--inversion", choices=INVERSIONS, help="default: the checkpoint's (brain32: residual)")
-    ap.add_argument("--findings", choices=FINDINGS, help="default: the checkpoint's (brain32: transplant)")
-    ap.add_argument("--site-gain", type=float, help="--findings transplant: the transplanted patch over the banked one")
-    ap.add_argument("--site-disk", type=float, help="--findings transplant: guidance disk radius (px at 32 px)")
-    ap.add_argument("--site-t", type=int, help="--findings transplant: the transplant's timestep")
-    ap.add_argument("--exogenous", nargs="*", default=["sample", "keep"], choices=["sample", "keep"])
+    add_config_args(ap)
+    ap.add_argument("--variant", default="causaldiff", choices=list(VARIANTS), help="an evaluation variant")
+    ap.add_argument("--site-gain", type=float, help="the transplanted patch over the banked one")
+    ap.add_argument("--site-disk", type=float, help="guidance disk radius (px at 32 px)")
+    ap.add_argument("--site-at", type=float, help="the transplant's timestep, a fraction of the training timesteps")
     ap.add_argument("--weights", nargs="*", type=float, default=[1.0, 2.0, 3.0, 4.0])
     ap.add_argument("--n", type=int, default=64)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "guidance"))
+    ap.add_argument("--out", required=True, help="JSON file to write")
     args = ap.parse_args()
     world = get_world("brain", 32)
     exo, labels = world.sample(4000, 777)
@@ -114,23 +115,19 @@ def main() -> None:
     predictor = AntiCausalPredictor.from_checkpoint(args.predictor)
     res = {"truth": truth_row(world, predictor, exo, labels, args.n)}
     print(f"truth: {res['truth']}", flush=True)
-    for exogenous in args.exogenous:
-        pipe = CounterfactualPipeline.from_checkpoint(args.checkpoint, exogenous=exogenous,
-                                                      guide_against=args.guide_against, inversion=args.inversion,
-                                                      findings=args.findings)
-        pipe.site_options = {k: v for k, v in (("gain", args.site_gain), ("disk_px", args.site_disk),
-                                               ("t_bump", args.site_t)) if v is not None}
-        for key, row in sweep(pipe, predictor, x, labels, args.n, args.weights).items():
-            res[f"{exogenous} {key}"] = row
-            print(f"{exogenous} {key}: {row}", flush=True)
-    suffix = "" if pipe.inversion == "ddim" else f"_{pipe.inversion}"
-    suffix += "".join(f"_{k}{v:g}" for k, v in (("gain", args.site_gain), ("disk", args.site_disk), ("t", args.site_t))
-                      if v is not None)
-    transplant = "_transplant" if pipe.findings == "transplant" else ""
-    path = Path(args.out) / f"lesion_sweep_{args.guide_against}{transplant}{suffix}.json"
-    atomic_write_text(path, json.dumps({"checkpoint": args.checkpoint, "n": args.n, "inversion": pipe.inversion,
-                                        "findings": pipe.findings, "site_options": pipe.site_options, "rows": res},
-                                       indent=1))
+    config = config_for(args.checkpoint, args)
+    pipe = CounterfactualPipeline.from_checkpoint(args.checkpoint, config, **VARIANTS[args.variant])
+    pipe.site_banks = site_banks(args.checkpoint, config)
+    changes = {k: v for k, v in (("gain", args.site_gain), ("disk_px", args.site_disk), ("at", args.site_at))
+               if v is not None}
+    pipe.transplant = dataclasses.replace(pipe.transplant, **changes)
+    for key, row in sweep(pipe, predictor, x, labels, args.n, args.weights).items():
+        res[key] = row
+        print(f"{key}: {row}", flush=True)
+    atomic_write_text(Path(args.out), json.dumps({
+        "command": rerun_command(), "commit": commit(), "checkpoint": args.checkpoint, "n": args.n,
+        "config": config.asdict(), "variant": args.variant, "transplant": dataclasses.asdict(pipe.transplant),
+        "rows": res}, indent=1))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ One world per process (then merge):               python benchmarks/quality.py -
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import time
 from pathlib import Path
@@ -24,14 +23,13 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 import yaml
+from common import add_config_args, config_for, site_banks  # benchmarks/common.py
 
 from causaldiff.checkpoint import load_checkpoint
 from causaldiff.data.datamodule import CausalDataModule
 from causaldiff.evaluation.evaluate import Evaluator, eval_data
 from causaldiff.evaluation.predictor import AntiCausalPredictor, PredictorModule, export_predictor
 from causaldiff.evaluation.report import markdown
-from causaldiff.inference.batch import InferenceOptions
-from causaldiff.inference.pipeline import FINDINGS, GUIDE_AGAINST, INVERSIONS, training_images
 from causaldiff.io import atomic_write_text
 from causaldiff.models.causal_diffae import CausalDiffAE
 from causaldiff.training.callbacks import GridCallback
@@ -49,7 +47,7 @@ TARGETS = ["effect gain >= 0.8 on every node, mean >= 0.9 (1 = the truth, 0 = do
 # A reference predictor must not read a node through its parents, nor let it move the other readings: brain lesions
 # are rare (5 %) and follow age, and a predictor trained on the world as observed sees 85 % of true lesions and moves
 # its brain-volume reading by 7.5 ml for a true lesion; on 40,000 images with the lesion randomised and each image's
-# lesion twin held to the same other readings: 100 % and 0.6 ml (guidance.md, "Reference predictor").
+# lesion twin held to the same other readings: 100 % and 0.6 ml (docs/results.md, "Reference predictors").
 PREDICTOR_DATA = {"brain": {"n": 40000, "randomise": ["lesion"], "twins": "lesion"}}
 PREDICTOR_MODEL = {"brain": {"twin_weight": 10.0}}
 
@@ -100,12 +98,9 @@ def run_world(world: str, model_ckpt: str | Path, args) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = CausalDiffAE.from_checkpoint(model_ckpt).to(device)
     predictor = AntiCausalPredictor.from_checkpoint(pred_ckpt)
-    opts = InferenceOptions.for_checkpoint(model_ckpt, steps=args.steps, inversion=args.inversion,
-                                           guidance=args.guidance, guide_against=args.guide_against,
-                                           findings=args.findings, depth=args.depth, batch_size=256)
+    opts = config_for(model_ckpt, args, steps=args.steps, batch_size=256)
     report = Evaluator(model, predictor, eval_data(model_ckpt, args.n, args.start), opts, args.cycles, args.variants,
-                       capture=device == "cuda", progress=False,
-                       site_source=functools.partial(training_images, model_ckpt)).run()
+                       capture=device == "cuda", progress=False, site_banks=site_banks(model_ckpt, opts)).run()
     report["meta"].update({"model": str(model_ckpt), "start": args.start, "train_seconds": round(train_s, 1),
                            "device": device, "global_step": load_checkpoint(model_ckpt).get("global_step")})
     if args.export:
@@ -122,14 +117,13 @@ def merge(parts: dict[str, dict]) -> str:
              "attribute SCM's counterfactual labels). Lower is better except DCI. Effectiveness is normalised: "
              "MAE / label std (continuous) or 1 − accuracy (discrete). L1 on the 0–255 scale. The test items are "
              "split evenly across the nodes; each item's value is another item's, for a discrete node one of another "
-             "class (since session 10: every do() switches the class; before, a 5 % lesion switched in a handful of "
-             "items). Each world's header gives the inference switches it was run with.", ""]
+             "class (every do() switches the class). Each world's header gives the settings it was run with.", ""]
     for world, rep in parts.items():
         m = rep["meta"]
-        switches = ", ".join(f"{k} {m[k]}" for k in ("inversion", "depth", "findings", "guide_against", "guidance")
-                             if k in m)
+        c = m["config"]
+        switches = ", ".join(f"{k} {c[k]}" for k in ("inversion", "keep_unchanged", "depth", "guidance"))
         lines += [f"## {world} (`{m.get('model')}`, trained {m.get('global_step')} steps; n = {m['n']}, "
-                  f"steps = {m['steps']}, evaluated on {m.get('device')}; {switches})", "", markdown(rep)]
+                  f"steps = {c['steps']}, evaluated on {m.get('device')}; {switches})", "", markdown(rep)]
     lines += ["Targets:", *[f"- {t}" for t in TARGETS]]
     return "\n".join(lines) + "\n"
 
@@ -139,13 +133,8 @@ def main() -> None:
     ap.add_argument("--worlds", nargs="*", default=["pendulum", "morpho", "brain"])
     ap.add_argument("--models", nargs="*", help="one checkpoint per world (default: the shipped <world>32)")
     ap.add_argument("--train", action="store_true", help="train each world's model from its config instead")
-    ap.add_argument("--variants", nargs="*", help="pipeline variants to evaluate (default: all)")
-    ap.add_argument("--inversion", choices=INVERSIONS,
-                    help="abduction of the noise (default: the checkpoint's recommendation, else ddim)")
-    ap.add_argument("--guidance", type=float, default=1.0, help="guidance weight w")
-    ap.add_argument("--guide-against", choices=GUIDE_AGAINST, help="default: the checkpoint's, else factual")
-    ap.add_argument("--findings", choices=FINDINGS, help="default: the checkpoint's (brain32: transplant)")
-    ap.add_argument("--depth", type=float, help="the inversion's depth, a fraction of T (default: the checkpoint's)")
+    ap.add_argument("--variants", nargs="*", help="evaluation variants (default: the Evaluator's)")
+    add_config_args(ap)
     ap.add_argument("--max-steps", type=int, help="override the configs' max_steps")
     ap.add_argument("--batch-size", type=int, help="override the configs' batch size")
     ap.add_argument("--predictor-epochs", type=int, default=6)

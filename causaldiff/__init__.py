@@ -1,14 +1,15 @@
 """causaldiff: counterfactual images from a causal encoder, learned mechanisms and a diffusion decoder.
 
-The heavy classes (model, pipeline, evaluation) are imported lazily, so ``import causaldiff`` and the light
-commands stay fast.
+Every name is imported on first use (all of them import torch), so ``import causaldiff`` and ``causaldiff --help``
+stay fast.
 """
 
-from causaldiff.graph import CausalGraph, Node
-from causaldiff.interventions import Intervention, parse_interventions
-from causaldiff.scm import AttributeSCM
-
 _LAZY = {
+    "CausalGraph": "causaldiff.graph",
+    "Node": "causaldiff.graph",
+    "Intervention": "causaldiff.interventions",
+    "parse_interventions": "causaldiff.interventions",
+    "AttributeSCM": "causaldiff.scm",
     "CausalDiffAE": "causaldiff.models.causal_diffae",
     "CounterfactualPipeline": "causaldiff.inference.pipeline",
     "CounterfactualOutput": "causaldiff.inference.pipeline",
@@ -17,7 +18,7 @@ _LAZY = {
     "Evaluator": "causaldiff.evaluation.evaluate",
 }
 
-__all__ = ["CausalGraph", "Node", "Intervention", "parse_interventions", "AttributeSCM", *_LAZY]
+__all__ = list(_LAZY)
 __version__ = "0.1.0"
 
 

@@ -20,7 +20,8 @@ from torch.utils.data import Dataset
 
 from causaldiff.data.folder import FolderDataset
 from causaldiff.graph import CausalGraph
-from causaldiff.inference.batch import InferenceOptions, counterfactuals
+from causaldiff.inference.batch import counterfactuals
+from causaldiff.inference.config import CounterfactualConfig, first_difference
 from causaldiff.inference.inputs import Inputs
 from causaldiff.inference.pipeline import CounterfactualPipeline
 from causaldiff.interventions import resolve
@@ -92,7 +93,7 @@ def collate(batch: list[dict]) -> dict:
 class AugmentModule(pl.LightningModule):
     """Runs the counterfactual pipeline in ``predict_step`` (items of a batch grouped by intervention)."""
 
-    def __init__(self, pipeline: CounterfactualPipeline, opts: InferenceOptions):
+    def __init__(self, pipeline: CounterfactualPipeline, opts: CounterfactualConfig):
         super().__init__()
         self.pipeline, self.model, self.opts = pipeline, pipeline.model, opts
 
@@ -127,16 +128,28 @@ class ItemWriter(BasePredictionWriter):
 
 
 def load_or_write_plan(out: Path, plan: dict) -> dict:
-    """The manifest: written on the first run; a rerun must ask for the same plan (then it resumes)."""
+    """The manifest: written on the first run; a rerun must ask for the same plan (then it resumes), else a
+    ValueError names the first setting that differs."""
     path = out / "manifest.json"
     if path.is_file():
         old = json.loads(path.read_text())
-        if {k: v for k, v in old.items() if k != "items"} != {k: v for k, v in plan.items() if k != "items"}:
-            raise ValueError(f"{out} holds a different augmentation plan ({path}); choose another --out")
+        key = first_difference(_flat(old), _flat(plan))
+        if key is None and old["items"] != plan["items"]:
+            key = "items"
+        if key is not None:
+            raise ValueError(f"{out} holds a plan made with {key} = {_flat(old).get(key, old.get(key))!r}, this run "
+                             f"asks for {_flat(plan).get(key, plan.get(key))!r}; rerun with the same settings to "
+                             "resume, or choose another --out")
         return old
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(plan, indent=1))
     return plan
+
+
+def _flat(plan: dict) -> dict:
+    """A plan's settings without its items, config fields named as their flags (``--guidance``)."""
+    return {**{k: v for k, v in plan.items() if k not in ("items", "config")},
+            **{f"--{k.replace('_', '-')}": v for k, v in plan.get("config", {}).items()}}
 
 
 def merge_labels(out: Path, plan: dict, graph: CausalGraph, names: list[str]) -> int:
@@ -194,7 +207,7 @@ def read_back(out: Path, predictor, graph: CausalGraph, size: int, channels: int
 
 
 def run_augment(pipeline: CounterfactualPipeline, inputs: Inputs, out: str | Path, items: list[dict], args: dict,
-                opts: InferenceOptions, devices: int = 1, strategy: str = "auto", accelerator: str = "auto",
+                opts: CounterfactualConfig, devices: int = 1, strategy: str = "auto", accelerator: str = "auto",
                 predictor=None) -> int:
     """Plan → manifest → predict the unfinished items → merged labels.csv (→ :func:`read_back` with a predictor).
     Returns the number of items."""

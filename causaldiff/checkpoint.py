@@ -55,23 +55,18 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     return ckpt
 
 
-RECOMMENDABLE = ("mode", "propagation", "inversion", "guide_against", "exogenous", "findings",
-                 "finding_guidance", "depth")  # the pipeline's switches
+def as_checkpoint(checkpoint: str | Path | dict, map_location="cpu") -> dict:
+    """A loaded checkpoint dict as is, else :func:`load_checkpoint` of the path or shipped name (so a command that
+    passes the dict on reads its file once)."""
+    return checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint, map_location)
 
 
-def recommended_switches(path: str | Path) -> dict:
-    """The pipeline switches a checkpoint recommends (its ``inference`` entry, written by ``export_checkpoint``
-    from a benchmark's measurement, e.g. brain32's ``{"inversion": "residual", "findings": "transplant",
-    "guide_against": "masked", "depth": 0.75}``); {} when it has none."""
-    return check_recommendable(load_checkpoint(path).get("inference") or {}, f"{path}: ")
-
-
-def check_recommendable(settings: dict, where: str = "") -> dict:
-    """``settings`` as a new dict; a ValueError naming any key that is not a pipeline switch."""
-    unknown = sorted(set(settings) - set(RECOMMENDABLE))
-    if unknown:
-        raise ValueError(f"{where}unknown inference setting(s) {unknown} (known: {list(RECOMMENDABLE)})")
-    return dict(settings)
+def recommended_settings(checkpoint: str | Path | dict) -> dict:
+    """The :class:`~causaldiff.inference.config.CounterfactualConfig` fields a checkpoint recommends (its
+    ``inference`` entry, written by ``export_checkpoint`` from a measurement, e.g. brain32's
+    ``{"inversion": "residual", "keep_unchanged": True, "depth": 0.75}``; the config refuses unknown keys); {} when it
+    has none."""
+    return dict(as_checkpoint(checkpoint).get("inference") or {})
 
 
 def model_state(ckpt: dict, path, ema: bool = True) -> dict:

@@ -32,7 +32,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
-    """Train configs/tiny.yaml for 300 steps once per session; returns the run folder."""
+    """Train configs/tiny.yaml for 300 steps once per test run; returns the run folder."""
     from pathlib import Path
 
     from causaldiff.cli import main

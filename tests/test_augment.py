@@ -54,7 +54,8 @@ def test_augment_writes_plan_and_a_folder_fit_accepts(brain_folder, tmp_path):
     header = (out / "labels.csv").read_text().splitlines()[0]
     assert header.endswith("source_file,intervention,counterfactual")
     assert not list(out.rglob("*.tmp"))
-    with pytest.raises(SystemExit, match="different augmentation plan"):
+    with pytest.raises(SystemExit, match="holds a plan made with --steps = 3, this run asks for 4; rerun with the "
+                       "same settings to resume"):
         main([*AUG[:-4], "--steps", "4", "--batch-size", "4", "--input", str(brain_folder), "--out", str(out)])
 
 
@@ -78,15 +79,24 @@ def test_pairs_add_one_reconstruction_per_source_with_its_own_labels(brain_folde
         assert all(abs(float(ds.labels[k][i]) - float(src.labels[k][j])) < 1e-3 for k in src.labels)
 
 
-def test_a_transplant_augments_and_is_part_of_the_plan(brain_folder, tmp_path):
+def test_the_plan_records_the_whole_config_and_a_resume_under_another_setting_is_refused(brain_folder, tmp_path):
+    from causaldiff.inference.config import CounterfactualConfig
+
     out = tmp_path / "aug"
-    main([*AUG, "--findings", "transplant", "--finding-guidance", "5", "--input", str(brain_folder), "--out", str(out)])
+    main([*AUG, "--guidance", "2", "--input", str(brain_folder), "--out", str(out)])
     plan = json.loads((out / "manifest.json").read_text())
-    assert (plan["findings"], plan["finding_guidance"]) == ("transplant", 5.0)
+    assert set(plan["config"]) == set(CounterfactualConfig.names()) - {"device"}  # every field that shapes an image
+    assert plan["config"] | {"guidance": 0} == {"steps": 3, "guidance": 0, "depth": 0.75, "inversion": "residual",
+                                                 "keep_unchanged": True, "seed": 0, "batch_size": 4}  # brain32's
     ds = FolderDataset(out, size=32, channels=1)
     assert len(ds) == len(plan["items"]) > 0 and torch.all(ds.labels["lesion"] == 1)
-    with pytest.raises(SystemExit, match="different augmentation plan"):  # resuming under another weight is refused
-        main([*AUG, "--findings", "transplant", "--input", str(brain_folder), "--out", str(out)])
+    for flags, said in ((["--no-keep-unchanged"], "--keep-unchanged = True, this run asks for False"),
+                        (["--depth", "1"], "--depth = 0.75, this run asks for 1.0"),
+                        ([], "--guidance = 2.0, this run asks for 1.0")):
+        with pytest.raises(SystemExit, match=said):
+            main([*AUG, *(["--guidance", "2"] if flags else []), *flags, "--input", str(brain_folder), "--out",
+                  str(out)])
+    main([*AUG, "--guidance", "2", "--input", str(brain_folder), "--out", str(out)])  # the same settings resume
 
 
 def test_rerun_finishes_only_missing_items(brain_folder, tmp_path):

@@ -5,10 +5,11 @@ import pytest
 import torch
 from PIL import Image
 
+from causaldiff.checkpoint import recommended_settings
 from causaldiff.cli import main
-from causaldiff.commands.common import add_inference_args, options
+from causaldiff.commands.common import add_inference_args
 from causaldiff.data.folder import FolderDataset
-from causaldiff.inference.batch import InferenceOptions
+from causaldiff.inference.config import CounterfactualConfig
 from causaldiff.inference.inputs import checkpoint_inputs
 from causaldiff.inference.pipeline import CounterfactualPipeline
 from causaldiff.models.causal_diffae import CausalDiffAE
@@ -44,16 +45,6 @@ def test_non_descendants_bit_identical_descendants_follow(pipe_and_batch, do):
             assert torch.equal(cf_labels[name], ab.labels[name]), name
 
 
-def test_replace_mode_sets_the_prior_mean(pipe_and_batch):
-    pipe, batch = pipe_and_batch
-    replace = CounterfactualPipeline(pipe.model, mode="replace")
-    ab = replace.abduct(batch["x"][:2], None, steps=2)
-    cf_z, _ = replace.intervene(ab, "light_angle=90")
-    i = pipe.graph.index("light_angle")
-    g = pipe.model.alignment.prior_block(i, torch.full((2,), 90.0))
-    assert torch.equal(cf_z[:, i], g)
-
-
 def test_shared_inversion_network_evaluations(pipe_and_batch):
     pipe, batch = pipe_and_batch
     n, k, steps = 3, 4, 5
@@ -81,13 +72,6 @@ def test_same_seed_same_images(pipe_and_batch):
     b = pipe(batch["x"][:2], None, "light_angle=70", steps=4, generator=torch.Generator().manual_seed(1))
     assert torch.equal(a.cf_x, b.cf_x) and torch.equal(a.noise, b.noise)
     assert all(torch.equal(a.cf_labels[k], b.cf_labels[k]) for k in a.cf_labels)
-
-
-def test_guidance_changes_the_result(pipe_and_batch):
-    pipe, batch = pipe_and_batch
-    a = pipe(batch["x"][:2], None, "light_angle=70", steps=3)
-    b = pipe(batch["x"][:2], None, "light_angle=70", steps=3, guidance=3.0)
-    assert not torch.equal(a.cf_x, b.cf_x)
 
 
 def test_inversion_then_sampling_reconstructs(tiny_ckpt):
@@ -171,18 +155,18 @@ def test_exact_inversion_reconstructs_where_plain_ddim_misses(tiny_ckpt):
         CounterfactualPipeline.from_checkpoint(tiny_ckpt, inversion="edict")
 
 
-@pytest.mark.parametrize("guide_against,w", [("factual", 1.0), ("factual", 3.0), ("masked", 3.0), ("null", 2.0)])
-def test_residual_inversion_returns_x_under_a_null_intervention(tiny_ckpt, guide_against, w):
+@pytest.mark.parametrize("keep,w", [(False, 1.0), (False, 3.0), (True, 1.0), (True, 3.0)])
+def test_residual_inversion_returns_x_under_a_null_intervention(tiny_ckpt, keep, w):
     """Residual abduction retraces the inversion's path: a null intervention gives x back to float precision (plain
     DDIM misses by > 0.3 grey levels at 20 steps), under every guidance that decodes the factual condition as is;
     an intervention still changes the image, and the same residuals serve K interventions at once."""
     inp = checkpoint_inputs(tiny_ckpt, 8)
-    pipe = CounterfactualPipeline.from_checkpoint(tiny_ckpt, inversion="residual", guide_against=guide_against)
+    pipe = CounterfactualPipeline.from_checkpoint(tiny_ckpt, CounterfactualConfig(inversion="residual",
+                                                                                  keep_unchanged=keep))
     ab = pipe.abduct(inp.x, inp.labels, steps=20)
     assert ab.residuals.shape == (20, *inp.x.shape)
     null, moved = pipe.counterfactuals(ab, [[], "light_angle=100"], steps=20, guidance=w)
-    if guide_against != "null":  # classifier-free guidance amplifies the condition even when it is unchanged
-        assert (null.cf_x - inp.x).abs().max().item() * 127.5 < 1e-3
+    assert (null.cf_x - inp.x).abs().max().item() * 127.5 < 1e-3
     assert (moved.cf_x - inp.x).abs().mean().item() * 127.5 > 0.5
     with pytest.raises(ValueError, match=r"residuals are for 20 steps; decode it with the steps and depth it was "
                        r"abducted with, not 10 \(10 at depth 1.0\)"):
@@ -231,7 +215,8 @@ def test_masked_decoding_with_an_exact_abduction_changes_only_what_the_intervent
     inp = checkpoint_inputs(tiny_ckpt, 8)
     out, inside = {}, inp.x.abs() < 0.99  # pixels the final clamp to [-1, 1] cannot return by itself
     for against in ("factual", "masked"):
-        pipe = CounterfactualPipeline.from_checkpoint(tiny_ckpt, inversion="residual", guide_against=against)
+        pipe = CounterfactualPipeline.from_checkpoint(tiny_ckpt, inversion="residual",
+                                                      keep_unchanged=against == "masked")
         cf = pipe(inp.x, inp.labels, "light_angle=100", steps=10).cf_x
         same = ((cf - inp.x).abs() * 127.5 < 1e-3)[inside].float().mean().item()
         out[against] = same, (cf - inp.x).abs().amax().item()
@@ -240,7 +225,7 @@ def test_masked_decoding_with_an_exact_abduction_changes_only_what_the_intervent
 
 
 def test_a_checkpoint_recommends_its_switches_and_a_given_flag_wins(tiny_ckpt, tmp_path):
-    """An exported checkpoint's ``inference`` entry sets the switches the pipeline, InferenceOptions and the CLI use
+    """An exported checkpoint's ``inference`` entry sets the settings the pipeline, the config and the CLI use
     when not told otherwise: here residual inversion, so a null intervention returns the input exactly."""
     rec = export_checkpoint(tiny_ckpt, tmp_path / "rec.ckpt", inference={"inversion": "residual"})
     plain = export_checkpoint(tiny_ckpt, tmp_path / "plain.ckpt")
@@ -248,9 +233,10 @@ def test_a_checkpoint_recommends_its_switches_and_a_given_flag_wins(tiny_ckpt, t
     assert CounterfactualPipeline.from_checkpoint(rec, inversion=None).inversion == "residual"  # None: not given
     assert CounterfactualPipeline.from_checkpoint(rec, inversion="ddim").inversion == "ddim"
     assert CounterfactualPipeline.from_checkpoint(plain).inversion == "ddim"
-    opts = InferenceOptions.for_checkpoint(rec, steps=5, inversion=None)
-    assert (opts.inversion, opts.steps, opts.guide_against) == ("residual", 5, "factual")
-    assert InferenceOptions.for_checkpoint(rec, inversion="fixed-point").inversion == "fixed-point"
+    opts = CounterfactualConfig.for_checkpoint(rec, steps=5, inversion=None)
+    assert (opts.inversion, opts.steps, opts.keep_unchanged) == ("residual", 5, False)
+    with pytest.raises(ValueError, match=r"inversion must be one of \('ddim', 'residual'\)"):
+        CounterfactualConfig.for_checkpoint(rec, inversion="fixed-point")  # an ablation, not a user setting
     main(["data", "make", "pendulum", "--n", "3", "--size", "16", "--out", str(tmp_path / "in")])
     src = FolderDataset(tmp_path / "in", size=16, channels=3)
     err = {}
@@ -265,10 +251,11 @@ def test_a_checkpoint_recommends_its_switches_and_a_given_flag_wins(tiny_ckpt, t
     assert CounterfactualPipeline.from_checkpoint(deep).depth == 0.75
     parser = argparse.ArgumentParser()
     add_inference_args(parser)
-    assert options(parser.parse_args(["--checkpoint", str(deep)])).depth == 0.75
-    assert options(parser.parse_args(["--checkpoint", str(deep), "--depth", "0.5"])).depth == 0.5
-    with pytest.raises(ValueError, match=r"unknown inference setting\(s\) \['guidance'\]"):
-        export_checkpoint(tiny_ckpt, tmp_path / "bad.ckpt", inference={"guidance": "3"})
+    config = lambda *flags: CounterfactualConfig.from_args(parser.parse_args(["--checkpoint", str(deep), *flags]),  # noqa: E731
+                                                           recommended_settings(deep))
+    assert config().depth == 0.75 and config("--depth", "0.5").depth == 0.5
+    with pytest.raises(ValueError, match=r"unknown inference setting\(s\) \['mode'\]"):
+        export_checkpoint(tiny_ckpt, tmp_path / "bad.ckpt", inference={"mode": "replace"})
 
 
 @pytest.mark.parametrize("propagation", ["none", "labels", "mechanisms"])

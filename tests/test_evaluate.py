@@ -47,19 +47,24 @@ def test_a_discrete_nodes_interventions_all_switch_its_class_even_when_it_is_rar
     assert set(vals.tolist()) <= set(labels["age"].tolist()) and (vals != labels["age"][idx]).float().mean() > 0.9
 
 
-def test_every_option_reaches_the_variants_pipelines(tiny_ckpt):
+def test_every_setting_reaches_the_variants_pipelines(tiny_ckpt):
     from causaldiff.evaluation.evaluate import Evaluator
-    from causaldiff.inference.batch import InferenceOptions
+    from causaldiff.evaluation.variants import VARIANTS
+    from causaldiff.inference.config import CounterfactualConfig
     from causaldiff.models.causal_diffae import CausalDiffAE
 
-    opts = InferenceOptions(mode="replace", propagation="none", guide_against="masked", exogenous="keep", depth=0.75)
+    opts = CounterfactualConfig(inversion="residual", keep_unchanged=True, depth=0.75)
     ev = Evaluator(CausalDiffAE.from_checkpoint(tiny_ckpt), None, eval_data(tiny_ckpt, 8), opts,
                    variants=["causaldiff", "latent-mechanisms"])
     pipe = ev.pipeline("causaldiff")
-    assert (pipe.mode, pipe.propagation, pipe.guide_against, pipe.exogenous, pipe.depth) == \
-        ("replace", "none", "masked", "keep", 0.75)
-    assert ev.pipeline("latent-mechanisms").propagation == "mechanisms"  # the variant's own switch wins
-    assert ev.pipeline("no-abduction").depth == 1.0  # the published code forward-noises to T
+    assert (pipe.inversion, pipe.keep_unchanged, pipe.depth, pipe.propagation, pipe.findings) == \
+        ("residual", True, 0.75, "labels", "transplant")
+    for name, changes in VARIANTS.items():  # each ablation is the recommended path with its own switches changed
+        variant = ev.pipeline(name)
+        assert {k: getattr(variant, k) for k in changes} == changes
+        assert variant.keep_unchanged  # and the rest as the config says
+    with pytest.raises(ValueError, match=r"unknown variant\(s\) \['sideways'\]"):
+        Evaluator(CausalDiffAE.from_checkpoint(tiny_ckpt), None, eval_data(tiny_ckpt, 8), opts, variants=["sideways"])
 
 
 def test_evaluate_cli_writes_every_metric(tiny_ckpt, tiny_predictor, tmp_path):

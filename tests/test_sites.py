@@ -1,10 +1,20 @@
-"""Site codes: a switched-on finding is drawn at a site sampled from where the model saw it (findings="transplant")."""
+"""Site codes: a switched-on local finding is transplanted at a site drawn from the checkpoint's site bank."""
 
 import pytest
 import torch
 
 from causaldiff.inference.pipeline import CounterfactualPipeline
-from causaldiff.inference.sites import SiteBank, Sites, change_peaks, patches_at, place_patches, site_disk
+from causaldiff.inference.sites import (
+    SiteBank,
+    Sites,
+    TransplantSettings,
+    change_peaks,
+    fit_site_banks,
+    load_site_banks,
+    patches_at,
+    place_patches,
+    site_disk,
+)
 from tests.helpers import tiny_model
 
 
@@ -43,7 +53,7 @@ def test_site_bank_draws_stored_codes_seeded_and_refuses_bad_shapes():
 def test_a_patch_taken_at_a_site_is_put_back_there_and_the_disk_scales_with_the_image():
     change = bumps([16, 3], [48, 60], 0.7, size=64)  # one near the border: zero-padded
     where = torch.tensor([[16.5 / 64, 48.5 / 64, 0.7], [3.5 / 64, 60.5 / 64, 0.7]])
-    patches = patches_at(change, where)
+    patches = patches_at(change, where, TransplantSettings().patch_side(64))
     assert patches.shape == (2, 1, 13, 13)  # 7 px at 32 px, 13 at 64
     assert patches[0, 0, 6, 6].item() == pytest.approx(0.7) and patches[1, 0, 6, 6].item() == pytest.approx(0.7)
     placed = place_patches(Sites(where, patches), 64)
@@ -67,42 +77,44 @@ def brain():
     return model, to_unit(world.render(exo, labels)), labels
 
 
-def test_a_transplant_draws_at_seeded_sites_from_the_bank_and_leaves_unswitched_images_to_guide_against(brain):
+def test_a_transplant_draws_at_seeded_sites_from_the_bank_and_leaves_unswitched_images_to_the_decoder(brain):
     model, x, labels = brain
-    pipe = CounterfactualPipeline(model, findings="transplant")
-    with pytest.raises(ValueError, match="needs lesion's site bank: call fit_sites"):
-        pipe(x[:2], {k: v[:2] * 0 for k, v in labels.items()}, "lesion=1", steps=3, guidance=3.0)
-    bank = pipe.fit_sites("lesion", x, labels, steps=3, n=8)
-    assert bank.sites.shape == (8, 3)
+    pipe = CounterfactualPipeline(model)
+    lesion_free = {k: v[:2] * 0 for k, v in labels.items()}
+    decoded = CounterfactualPipeline(model, findings="decode")(x[:2], lesion_free, "lesion=1", steps=3)
+    with pytest.warns(UserWarning, match="no site bank for it: a switched-on lesion is decoded from its latent"):
+        no_bank = pipe(x[:2], lesion_free, "lesion=1", steps=3)
+    torch.testing.assert_close(no_bank.cf_x, decoded.cf_x)  # without a bank: decoded, as the ablation does
+    pipe.site_banks = fit_site_banks(pipe, x, labels, steps=3, n=8)
+    assert pipe.site_banks["lesion"].sites.shape == (8, 3)
     neg = torch.nonzero(labels["lesion"] == 0).flatten()[:6]
     x0, y0 = x[neg], {k: v[neg] for k, v in labels.items()}
     ab = pipe.abduct(x0, y0, steps=3)
     cf = lambda seed, w=3.0: pipe.counterfactuals(ab, ["lesion=1"], 3, w, torch.Generator().manual_seed(seed))[0]  # noqa: E731
     a, b = cf(1), cf(1)
     assert torch.equal(a.cf_x, b.cf_x)  # same seed, same site, same image
-    torch.testing.assert_close(cf(1, w=1.0).cf_x, a.cf_x)  # the transplant's weight is finding_guidance, not w
-    sites = pipe.draw_sites(ab.labels, a.cf_labels, 3, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(cf(1, w=1.0).cf_x, a.cf_x)  # the transplant's weight is its own, not w
+    sites = pipe.draw_sites(ab.labels, a.cf_labels, torch.Generator().manual_seed(1))
     assert sites.drawn.all()  # every lesion-free image is switched on
     factual = pipe.predict(ab.noise, ab.z, ab.s, 3)
     change = (a.cf_x - factual).abs().mean(1).flatten(1)
     where = torch.stack([change.argmax(1) // 16, change.argmax(1) % 16], 1).float() + 0.5
     assert (where - sites.where[:, :2] * 16).norm(dim=1).median() <= 2.0  # the largest change is at the drawn site
-    pipe.finding_guidance = 1.0
+    pipe.transplant = TransplantSettings(guidance=1.0)
     assert (cf(1).cf_x - a.cf_x).abs().amax() > 1e-3  # ... which sets how strongly it is drawn
-    pipe.finding_guidance = 3.0
+    pipe.transplant = TransplantSettings()
     pos = torch.nonzero(labels["lesion"] == 1).flatten()[:3]  # already lesioned: nothing switched on
-    mixed = torch.cat([neg[:2], pos])  # in one batch with drawn images, the others decode as guide_against says
-    for against in ("factual", "masked"):
-        pipe.guide_against = against
+    mixed = torch.cat([neg[:2], pos])  # in one batch with drawn images, the others decode as the pipeline says
+    for keep in (False, True):
+        pipe.keep_unchanged = keep
         ab2 = pipe.abduct(x[mixed], {k: v[mixed] for k, v in labels.items()}, steps=3)
         out = pipe.counterfactuals(ab2, ["lesion=1", "age+=20"], 3, 3.0, torch.Generator().manual_seed(1))
-        plain = CounterfactualPipeline(model, guide_against=against)
+        plain = CounterfactualPipeline(model, keep_unchanged=keep, findings="decode")
         ref = plain.counterfactuals(ab2, ["lesion=1", "age+=20"], 3, 3.0)
         torch.testing.assert_close(out[0].cf_x[2:], ref[0].cf_x[2:], atol=1e-5, rtol=0)
         torch.testing.assert_close(out[1].cf_x, ref[1].cf_x, atol=1e-5, rtol=0)  # no finding switched on
         assert (out[0].cf_x[:2] - ref[0].cf_x[:2]).abs().amax() > 1e-3  # the switched ones are transplanted
-    exact = CounterfactualPipeline(model, findings="transplant", inversion="residual")
-    exact.site_banks = pipe.site_banks  # with residual abduction the unswitched ones come back exactly
+    exact = CounterfactualPipeline(model, inversion="residual", site_banks=pipe.site_banks)
     ab3 = exact.abduct(x[mixed], {k: v[mixed] for k, v in labels.items()}, steps=3)
     out3 = exact.counterfactuals(ab3, ["lesion=1"], 3, 1.0, torch.Generator().manual_seed(1))[0].cf_x
     assert (out3[2:] - x[mixed][2:]).abs().amax() < 1e-5 < 1e-3 < (out3[:2] - x[mixed][:2]).abs().amax()
@@ -113,15 +125,14 @@ def test_a_transplant_draws_at_seeded_sites_from_the_bank_and_leaves_unswitched_
 def test_fitting_sites_needs_an_image_that_shows_the_finding(brain):
     model, x, labels = brain
     with pytest.raises(ValueError, match="no image with lesion = 1"):
-        CounterfactualPipeline(model, findings="transplant").fit_sites("lesion", x[:4], {k: v[:4] * 0 for k, v in
-                                                                                        labels.items()})
+        fit_site_banks(CounterfactualPipeline(model), x[:4], {k: v[:4] * 0 for k, v in labels.items()})
 
 
-def test_only_nodes_marked_local_get_sites_and_a_transplant_needs_one(brain):
+def test_only_nodes_marked_local_get_sites(brain):
     model, x, labels = brain
     assert [n for n, node in model.graph.nodes.items() if node.local] == ["lesion"]
-    pipe = CounterfactualPipeline(model, findings="transplant")
-    pipe.site_banks["lesion"] = SiteBank(torch.tensor([[0.5, 0.5, 1.0]]), torch.ones(1, 1, 5, 5))  # 16 px: 5 × 5
+    pipe = CounterfactualPipeline(model, site_banks={"lesion": SiteBank(torch.tensor([[0.5, 0.5, 1.0]]),
+                                                                        torch.ones(1, 1, 5, 5))})  # 16 px: 5 × 5
     zeros = {k: torch.zeros(4) for k in model.graph.order}
     ones = {k: torch.ones(4) for k in model.graph.order}
     assert not pipe.draw_sites(zeros, {**zeros, "sex": torch.ones(4)}).drawn.any()  # sex is not local
@@ -133,8 +144,34 @@ def test_only_nodes_marked_local_get_sites_and_a_transplant_needs_one(brain):
     with pytest.raises(ValueError, match=r"holds \(1, 7, 7\) patches; this model needs \(1, 5, 5\)"):
         pipe.draw_sites(zeros, ones)
     pendulum, _ = tiny_model("pendulum")
-    with pytest.raises(ValueError, match="needs a node marked local: true"):
-        CounterfactualPipeline(pendulum, findings="transplant")
+    nothing = {k: torch.zeros(4) for k in pendulum.graph.order}
+    assert not CounterfactualPipeline(pendulum).draw_sites(nothing, {k: v + 1 for k, v in nothing.items()}).drawn.any()
+
+
+def test_export_stores_the_site_banks_and_inference_reads_them_from_the_checkpoint(brain, tmp_path):
+    from causaldiff.training.export import export_checkpoint
+
+    model, x, labels = brain
+    src = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+                "hyper_parameters": model.config}, src)
+    out = export_checkpoint(src, tmp_path / "model.ckpt", {"inversion": "residual"}, site_images=(x, labels))
+    ckpt = torch.load(out, weights_only=True)  # plain tensors
+    banks = load_site_banks(ckpt)
+    pipe = CounterfactualPipeline.from_checkpoint(out)
+    assert pipe.inversion == "residual" and set(banks) == set(pipe.site_banks) == {"lesion"}
+    fitted = fit_site_banks(CounterfactualPipeline(model, inversion="residual"), x, labels)["lesion"]
+    torch.testing.assert_close(pipe.site_banks["lesion"].sites, fitted.sites)  # the export's own abduction
+    torch.testing.assert_close(pipe.site_banks["lesion"].patches, fitted.patches)
+
+
+def test_the_shipped_brain_model_carries_its_site_bank():
+    from causaldiff.checkpoint import load_checkpoint
+
+    banks = load_site_banks(load_checkpoint("brain32"))
+    assert set(banks) == {"lesion"} and banks["lesion"].sites.shape[0] >= 32
+    assert banks["lesion"].patches.shape[1:] == (1, 7, 7)
+    assert (banks["lesion"].sites[:, 2] > 0).all()  # brighter lesions only: the polarity filter ran
 
 
 def test_local_is_a_binary_nodes_flag_in_the_graph_config():
@@ -152,7 +189,7 @@ def test_the_bank_keeps_the_findings_polarity_and_drops_peaks_of_the_other_sign(
     model, x, labels = brain
     peaks = torch.tensor([[0.2, 0.2, 0.5], [0.3, 0.3, 0.6], [0.4, 0.4, -0.2], [0.5, 0.5, 0.4]])
     patches = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 1, 5, 5)
-    monkeypatch.setattr("causaldiff.inference.pipeline.abduct_sites", lambda *a: (peaks, patches))
-    bank = CounterfactualPipeline(model, findings="transplant").fit_sites("lesion", x, labels)
+    monkeypatch.setattr("causaldiff.inference.sites.abduct_sites", lambda *a: (peaks, patches))
+    bank = fit_site_banks(CounterfactualPipeline(model), x, labels)["lesion"]
     torch.testing.assert_close(bank.sites, peaks[[0, 1, 3]])
     torch.testing.assert_close(bank.patches, patches[[0, 1, 3]])

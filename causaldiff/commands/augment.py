@@ -32,11 +32,10 @@ def run(args: argparse.Namespace) -> None:
 
     if bool(args.balance) == bool(args.do):
         raise ValueError("give --balance NODE or --do EXPR (not both)")
-    opts = common.options(args)
-    pipe = opts.pipeline(args.checkpoint)
-    inp = common.inputs(args, pipe, None)
+    ckpt, opts, pipe = common.load(args)
+    inp = common.inputs(args, ckpt, pipe, None)
     if args.balance:
-        items = plan_balance(inp.labels, pipe.graph, args.balance, args.value, args.target_fraction, args.seed)
+        items = plan_balance(inp.labels, pipe.graph, args.balance, args.value, args.target_fraction, opts.seed)
     else:
         resolve(args.do, pipe.graph)
         items = plan_explicit(len(inp.names), args.do, args.per_image)
@@ -44,11 +43,12 @@ def run(args: argparse.Namespace) -> None:
         items = with_reconstructions(items)
     plan_args = {"checkpoint": str(args.checkpoint), "input": str(args.input), "balance": args.balance,
                  "value": args.value, "target_fraction": args.target_fraction, "do": args.do,
-                 "per_image": args.per_image, "steps": args.steps, "guidance": args.guidance, "seed": args.seed,
-                 "mode": opts.mode, "inversion": opts.inversion,
-                 **({"pairs": True} if args.pairs else {}),  # plans written before --pairs still resume
-                 **({"findings": opts.findings, "finding_guidance": opts.finding_guidance}
-                    if opts.findings == "transplant" else {})}
+                 "per_image": args.per_image, "pairs": args.pairs, "config": plan_config(opts)}
     predictor = common.predictor(args.predictor, pipe) if args.predictor else None
     n = run_augment(pipe, inp, args.out, items, plan_args, opts, args.devices, args.strategy, predictor=predictor)
     print(f"{n} counterfactual images and labels.csv in {args.out}")
+
+
+def plan_config(opts) -> dict:
+    """What of the config decides the images (all but the device), as the plan records it."""
+    return {k: v for k, v in opts.asdict().items() if k != "device"}

@@ -23,10 +23,9 @@ def run(args: argparse.Namespace) -> None:
     from causaldiff.interventions import resolve
     from causaldiff.io import encode_like
 
-    opts = common.options(args)
-    pipe = opts.pipeline(args.checkpoint)
+    ckpt, opts, pipe = common.load(args)
     do = resolve(args.do, pipe.graph)
-    inp = common.inputs(args, pipe, None)
+    inp = common.inputs(args, ckpt, pipe, None)
     cf_x, cf_labels = counterfactuals(pipe, inp.x, inp.labels, do, opts, ("counterfactual",))
     files, names = [], []
     for i, x in enumerate(cf_x.numpy()):  # each image in its source's depth

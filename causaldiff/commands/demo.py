@@ -18,12 +18,14 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from causaldiff.checkpoint import load_checkpoint
     from causaldiff.commands.data import make_world_folder
     from causaldiff.commands.grid import write_grid
     from causaldiff.evaluation.evaluate import Evaluator, eval_data
     from causaldiff.evaluation.report import markdown
-    from causaldiff.inference.batch import InferenceOptions
+    from causaldiff.inference.config import CounterfactualConfig
     from causaldiff.inference.inputs import folder_inputs
+    from causaldiff.inference.pipeline import CounterfactualPipeline
     from causaldiff.io import atomic_write_text
 
     t0, out = time.perf_counter(), Path(args.out)
@@ -31,12 +33,13 @@ def run(args: argparse.Namespace) -> None:
     if not (data / "labels.csv").is_file():
         make_world_folder("pendulum", 64, 32, 1, data)
     checkpoint = train(out / "run", args.max_steps) if args.train else "pendulum32"
-    opts = InferenceOptions.for_checkpoint(checkpoint, steps=args.steps)
-    pipe = opts.pipeline(checkpoint)
+    ckpt = load_checkpoint(checkpoint)
+    opts = CounterfactualConfig.for_checkpoint(ckpt, steps=args.steps)
+    pipe = CounterfactualPipeline.from_checkpoint(ckpt, opts)
     m = pipe.model
     write_grid(pipe, folder_inputs(data, m.graph, m.image_size, m.channels, 6), m.graph.order, None, opts,
                out / "grid.png")
-    report = Evaluator(m, None, eval_data(checkpoint, 32), opts, cycles=2, variants=["causaldiff", "no-abduction"],
+    report = Evaluator(m, None, eval_data(ckpt, 32), opts, cycles=2, variants=["causaldiff", "no-abduction"],
                        progress=False).run()
     atomic_write_text(out / "report.json", json.dumps(report, indent=2))
     atomic_write_text(out / "report.md", markdown(report))

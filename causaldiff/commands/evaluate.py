@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from causaldiff.commands import common
+from causaldiff.evaluation.variants import DEFAULT_VARIANTS, VARIANTS
 
 
 def register(sub) -> None:
@@ -16,7 +17,8 @@ def register(sub) -> None:
     ev.add_argument("--predictor", required=True, help="anti-causal predictor checkpoint (causaldiff fit-predictor)")
     ev.add_argument("--n", type=int, default=512, help="held-out images to evaluate (default 512)")
     ev.add_argument("--cycles", type=int, default=10, help="cycles for composition / reversibility (default 10)")
-    ev.add_argument("--variants", nargs="*", help="subset of: causaldiff no-abduction no-mechanisms latent-mechanisms")
+    ev.add_argument("--variants", nargs="*", choices=list(VARIANTS), metavar="VARIANT",
+                    help=f"variants to run, of {' '.join(VARIANTS)} (default: {' '.join(DEFAULT_VARIANTS)})")
     ev.add_argument("--capture", action="store_true", help="CUDA-graph the sampling loops (GPU)")
     ev.add_argument("--out", required=True, help="report JSON; a Markdown table is written beside it")
     ev.set_defaults(run=run)
@@ -27,11 +29,10 @@ def run(args: argparse.Namespace) -> None:
     from causaldiff.evaluation.report import markdown
     from causaldiff.io import atomic_write_text
 
-    opts = common.options(args)
-    pipe = opts.pipeline(args.checkpoint)
+    ckpt, opts, pipe = common.load(args)
     predictor = common.predictor(args.predictor, pipe)
-    report = Evaluator(pipe.model, predictor, eval_data(args.checkpoint, args.n), opts, args.cycles, args.variants,
-                       capture=args.capture, site_source=pipe.site_source).run()
+    report = Evaluator(pipe.model, predictor, eval_data(ckpt, args.n), opts, args.cycles, args.variants,
+                       capture=args.capture, site_banks=pipe.site_banks).run()
     out = Path(args.out)
     atomic_write_text(out, json.dumps(report, indent=2))
     table = markdown(report)

@@ -21,16 +21,15 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    opts = common.options(args)
     if not args.all_nodes and not (args.node and args.values):
         raise ValueError("give --node and --values, or --all-nodes")
     values = None if args.all_nodes else common.floats(args.values, "--values")
     t0 = time.perf_counter()
-    pipe = opts.pipeline(args.checkpoint)
+    ckpt, opts, pipe = common.load(args)
     nodes = pipe.graph.order if args.all_nodes else [args.node]
     if nodes[0] not in pipe.graph:  # before any work
         raise ValueError(f"unknown node '{nodes[0]}' (nodes: {', '.join(pipe.graph.order)})")
-    inp = common.inputs(args, pipe, args.n)
+    inp = common.inputs(args, ckpt, pipe, args.n)
     write_grid(pipe, inp, nodes, values, opts, Path(args.out))
     print(f"wrote {args.out} ({len(nodes)} block(s), {inp.x.shape[0]} rows) and {Path(args.out).with_suffix('.csv')} "
           f"in {time.perf_counter() - t0:.1f} s")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 from torch.nn import functional as F
@@ -10,30 +12,37 @@ from causaldiff.diffusion.kernels import ddim_update
 from causaldiff.diffusion.sampler import EpsFn
 from causaldiff.diffusion.schedule import DDIMTables
 
-# A pixel changes where its predicted change is at least MASK_SHARE of the image's largest, or more than MASK_LEVEL
-# (12 of 255 grey levels). brain32 (residual abduction, n = 128, 50 steps), true-CF L1 / identity's by share alone:
-# 0.15 → 0.68, 0.3 → 0.43, 0.5 → 0.52; share alone also drops a change smaller than the largest (do(age) grows the
-# ventricles and no longer shrinks the brain: its brain-volume reading misses by 46 ml, plain decoding by 7), so
-# the level admits it (12: 14 ml at L1 0.47; 24: 29 ml, 0.42; 6: the re-rendered texture comes back, 1.01).
-# ablation.md section 10.
-MASK_SHARE = 0.3
-MASK_LEVEL = 12 / 127.5
+
+@dataclass(frozen=True)
+class MaskSettings:
+    """Which pixels a counterfactual step may change: where the predicted change is more than ``level`` grey levels
+    (of 255), or its 3×3 mean is at least ``share`` of the image's largest.
+
+    Measured on brain32 (residual abduction, n = 128, 50 steps; ablation.md section 10), true-CF L1 / identity's by
+    share alone: 0.15 → 0.68, 0.3 → 0.43, 0.5 → 0.52; share alone drops a change smaller than the largest (do(age)
+    grows the ventricles and no longer shrinks the brain), so the level admits it (12: brain-volume reading off by
+    14 ml at L1 0.47; 24: 29 ml, 0.42; 6: the re-rendered texture comes back, 1.01).
+    """
+
+    share: float = 0.3
+    level: float = 12.0  # grey levels of 255
 
 
 def masked_loop(eps_fn: EpsFn, noise: Tensor, c_cf: Tensor, c_f: Tensor, tables: DDIMTables, guidance: float = 1.0,
-                share: float = MASK_SHARE, level: float = MASK_LEVEL, residuals: Tensor | None = None) -> Tensor:
+                mask: MaskSettings = MaskSettings(), residuals: Tensor | None = None) -> Tensor:
     """DDIM decoding of ``noise`` (B, C, H, W) under ``c_cf`` (B, E) that keeps the factual decoding (under ``c_f``)
     wherever the counterfactual does not change the predicted image.
 
     The two paths run side by side. At each step the mask is where the channel-mean |x̂0_cf - x̂0_f| exceeds
-    ``level`` (in [-1, 1] units), or its 3×3 mean is at least ``share`` of that mean's largest value in the image (the
-    main change, however faint): there x takes the counterfactual step,
+    ``mask.level``, or its 3×3 mean is at least ``mask.share`` of that mean's largest value in the image (the main
+    change, however faint): there x takes the counterfactual step,
     ``eps_f(x) + w (eps_cf(x) - eps_f(x))`` with w = ``guidance``; everywhere else x is replaced by the factual
     path's x_f (the replacement of RePaint, Lugmayr et al. 2022, and Blended Diffusion, Avrahami et al. 2022, with
     the mask taken from the prediction change as in DiffEdit, Couairon et al. 2023). With an exact abduction's
     ``residuals`` (S, B, C, H, W), added to both paths, the factual path is the inversion's, so every pixel outside
     the change comes back as it was. Two network calls of B a step (three when w != 1); no host sync.
     """
+    level = mask.level / 127.5  # grey levels of 255 in [-1, 1] units
     x = x_f = noise
     for i, step in enumerate(tables.to(noise.device).steps(noise.shape[0])):
         r = 0.0 if residuals is None else residuals[i]
@@ -47,7 +56,7 @@ def masked_loop(eps_fn: EpsFn, noise: Tensor, c_cf: Tensor, c_f: Tensor, tables:
         change = ((x - x_f) - (1 - step.a_from).sqrt() * (eps_cf - eps_ff)) / step.a_from.sqrt()
         change = change.abs().mean(1, keepdim=True)
         smooth = F.avg_pool2d(change, 3, 1, 1)
-        changed = (change > level) | (smooth >= share * smooth.amax((2, 3), keepdim=True))
+        changed = (change > level) | (smooth >= mask.share * smooth.amax((2, 3), keepdim=True))
         x_f_next = ddim_update(x_f, eps_ff, None, step) + r
         x = torch.where(changed, ddim_update(x, eps_cf, None, step) + r, x_f_next)
         x_f = x_f_next

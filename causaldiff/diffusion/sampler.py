@@ -12,7 +12,6 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
 from causaldiff.diffusion.kernels import ddim_update
 from causaldiff.diffusion.schedule import DDIMTables, Step
@@ -28,30 +27,6 @@ def guided_eps(eps_fn: EpsFn, x: Tensor, t: Tensor, cond: Tensor, null: Tensor |
     eps = eps_fn(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, null.expand_as(cond)]))
     eps_c, eps_u = eps.chunk(2)
     return eps_c, eps_u
-
-
-def local_guidance(eps_fn: EpsFn, guidance: float, share: float = 0.5) -> EpsFn:
-    """An eps function over packed conditions ``[c_cf, c_f]`` (B, 2E) that amplifies the change only where it is:
-    ``eps_f + W (eps_cf - eps_f)`` with W = ``guidance`` on pixels where the (3×3 smoothed, channel-mean)
-    |eps_cf - eps_f| is at least ``share`` of its largest value in the image, and 1 elsewhere (decoded under c_cf).
-    Run it with guidance 1: the weighting happens here. (To keep the rest as the factual decoding, see
-    :func:`~causaldiff.diffusion.masked.masked_loop`.)
-    """
-
-    def eps(x: Tensor, t: Tensor, packed: Tensor) -> Tensor:
-        c_cf, c_f = packed.chunk(2, dim=1)
-        eps_cf, eps_f = eps_fn(torch.cat([x, x]), torch.cat([t, t]), torch.cat([c_cf, c_f])).chunk(2)
-        return torch.addcmul(eps_f, local_weight(eps_cf, eps_f, guidance, share), eps_cf - eps_f)
-
-    return eps
-
-
-def local_weight(eps_cf: Tensor, eps_f: Tensor, guidance: float, share: float = 0.5) -> Tensor:
-    """(B, 1, H, W) weights of :func:`local_guidance`: ``guidance`` where the smoothed |eps_cf - eps_f| is at least
-    ``share`` of its image's maximum, 1 elsewhere."""
-    change = F.avg_pool2d((eps_cf - eps_f).abs().mean(1, keepdim=True), 3, 1, 1)
-    where = change >= share * change.amax((2, 3), keepdim=True)
-    return torch.where(where, guidance, 1.0).to(eps_f.dtype)
 
 
 def ddim_step(eps_fn: EpsFn, x: Tensor, cond: Tensor, step: Step, guidance: float = 1.0,

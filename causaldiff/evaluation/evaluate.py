@@ -1,12 +1,9 @@
 """``evaluate``: every metric for causaldiff and the peers' methods, on the same model, data and interventions.
 
 Interventions are drawn from the data: the held-out samples are split evenly across the graph's nodes and each
-sample gets ``do(node = value of another random sample)``. Variants (switchable pipeline settings):
-  causaldiff         DDIM-inverted noise, descendants' blocks moved by the attribute SCM's counterfactual labels;
-  no-abduction       noise by forward-noising x to T (the published CausalDiffAE code), propagation kept;
-  no-mechanisms      only the intervened block changes (DiffAE / plain conditional model);
-  latent-mechanisms  descendants through the learned latent mechanisms (the published CausalDiffAE's way);
-  fixed-point-inversion  exact (fixed-point) DDIM inversion, 4 network calls a step (not run by default).
+sample gets ``do(node = value of another random sample)``. Variants: the recommended path under the given
+config (``causaldiff``) and the ablations, each that path with one pipeline switch changed
+(:mod:`causaldiff.evaluation.variants`).
 
 Beside them stand two references on the same items and interventions, so no number is read against a straw man:
   identity           cf_x = x ("do nothing"), with the attribute SCM's counterfactual labels;
@@ -20,9 +17,7 @@ Every row is read against the same targets: the attribute SCM's counterfactual l
 
 from __future__ import annotations
 
-import functools
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -34,16 +29,14 @@ from causaldiff.data.datamodule import WorldDataset
 from causaldiff.evaluation.metrics import dci, frechet_distance, l1_255, label_error
 from causaldiff.evaluation.predictor import AntiCausalPredictor
 from causaldiff.evaluation.report import gains, markdown  # noqa: F401 - markdown: re-exported from its old path
-from causaldiff.inference.batch import InferenceOptions, chunks, counterfactuals
+from causaldiff.evaluation.variants import DEFAULT_VARIANTS, VARIANTS
+from causaldiff.inference.batch import chunks, counterfactuals
+from causaldiff.inference.config import CounterfactualConfig
 from causaldiff.inference.inputs import checkpoint_datamodule
-from causaldiff.inference.pipeline import CounterfactualPipeline
+from causaldiff.inference.pipeline import CounterfactualPipeline, switches
+from causaldiff.inference.sites import SiteBank
 from causaldiff.models.causal_diffae import CausalDiffAE
 from causaldiff.pixels import to_unit
-
-VARIANTS = {"causaldiff": {}, "no-abduction": {"inversion": "none", "depth": 1.0},
-            "no-mechanisms": {"propagation": "none"}, "latent-mechanisms": {"propagation": "mechanisms"},
-            "fixed-point-inversion": {"inversion": "fixed-point"}}
-DEFAULT_VARIANTS = ["causaldiff", "no-abduction", "no-mechanisms", "latent-mechanisms"]
 
 
 @dataclass
@@ -97,18 +90,17 @@ class Evaluator:
     """Runs every metric for the requested variants; ``run()`` returns the report dict."""
 
     def __init__(self, model: CausalDiffAE, predictor: AntiCausalPredictor | None, data: EvalData,
-                 opts: InferenceOptions | None = None, cycles: int = 10, variants: list[str] | None = None,
-                 capture: bool = False, progress: bool = True, site_source: Callable | None = None):
+                 opts: CounterfactualConfig | None = None, cycles: int = 10, variants: list[str] | None = None,
+                 capture: bool = False, progress: bool = True, site_banks: dict[str, SiteBank] | None = None):
         unknown = set(variants or []) - set(VARIANTS)
         if unknown:
             raise ValueError(f"unknown variant(s) {sorted(unknown)} (choose from {list(VARIANTS)})")
         dev = next(model.parameters()).device
         self.model, self.predictor, self.data = model, predictor.to(dev) if predictor else None, data
         self.graph = model.graph
-        self.opts, self.cycles = opts or InferenceOptions(batch_size=256), cycles
+        self.opts, self.cycles = opts or CounterfactualConfig(batch_size=256), cycles
         self.variants, self.capture, self.progress = variants or DEFAULT_VARIANTS, capture, progress
-        # images + labels to fit site banks from (findings="transplant"), read once for every variant
-        self.site_source = functools.cache(site_source) if site_source else None
+        self.site_banks = site_banks or {}  # the checkpoint's (a local node without one is decoded)
         self.groups = draw_interventions(data, self.graph, self.opts.seed)
         # each group's true counterfactual (labels, image in [-1, 1]), rendered once for every row
         self.truths = None if data.world is None else [self._truth(idx, node, vals) for node, idx, vals in self.groups]
@@ -118,11 +110,7 @@ class Evaluator:
         t0 = time.perf_counter()
         stages = (len(self.variants) * (1 + self.cycles + 2 * self.cycles) + 2) * len(self.groups)
         self.bar = tqdm(total=stages, desc="evaluate", disable=not self.progress)
-        report = {"meta": {"n": self.data.x.shape[0], "steps": self.opts.steps, "cycles": self.cycles,
-                           "seed": self.opts.seed, "guidance": self.opts.guidance,
-                           "guide_against": self.opts.guide_against, "inversion": self.opts.inversion,
-                           "depth": self.opts.depth,
-                           "findings": self.opts.findings, "finding_guidance": self.opts.finding_guidance,
+        report = {"meta": {"n": self.data.x.shape[0], "cycles": self.cycles, "config": self.opts.asdict(),
                            "nodes": self.graph.order, "world": getattr(self.data.world, "name", None)},
                   "disentanglement": self.disentanglement(), "variants": {}}
         for name in self.variants:
@@ -157,10 +145,9 @@ class Evaluator:
         return 1 - e if self.graph[node].discrete else e / self.std[node]
 
     def pipeline(self, name: str) -> CounterfactualPipeline:
-        """Variant ``name``'s pipeline: every switch of the options, the variant's own on top."""
-        pipe = CounterfactualPipeline(self.model, capture=self.capture, **{**self.opts.switches(), **VARIANTS[name]})
-        pipe.site_source = self.site_source
-        return pipe
+        """Variant ``name``'s pipeline: the config's switches, the variant's own on top."""
+        return CounterfactualPipeline(self.model, capture=self.capture, site_banks=self.site_banks,
+                                      **{**switches(self.opts), **VARIANTS[name]})
 
     def variant(self, pipe) -> dict:
         def make(j, node, idx, vals, x, labels):

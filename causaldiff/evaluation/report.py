@@ -79,5 +79,5 @@ def markdown(report: dict) -> str:
     lines.append("")
     lines.append(f"DCI of z: disentanglement {d['disentanglement']:.3f}, completeness {d['completeness']:.3f}, "
                  f"informativeness {d['informativeness']:.3f}. n = {report['meta']['n']}, "
-                 f"steps = {report['meta']['steps']}, world = {report['meta']['world']}.")
+                 f"steps = {report['meta']['config']['steps']}, world = {report['meta']['world']}.")
     return "\n".join(lines) + "\n"

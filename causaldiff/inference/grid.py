@@ -6,7 +6,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from causaldiff.inference.batch import InferenceOptions, intervention_columns
+from causaldiff.inference.batch import intervention_columns
+from causaldiff.inference.config import CounterfactualConfig
 from causaldiff.inference.pipeline import CounterfactualPipeline
 from causaldiff.viz import grid_image
 
@@ -22,14 +23,14 @@ def node_values(model, node: str, k: int = 5) -> list[float]:
 
 
 def intervention_grid(pipe: CounterfactualPipeline, x: Tensor, labels: dict | None, node: str, values: list[float],
-                      opts: InferenceOptions | None = None) -> tuple[Image.Image, list[dict]]:
+                      opts: CounterfactualConfig | None = None) -> tuple[Image.Image, list[dict]]:
     """Rows = images x (N, C, H, W); columns = factual, reconstruction (null intervention), then ``do(node = v)``
     per value.
 
     Returns the image and one record per counterfactual cell (row, column, intervention, cf labels).
     """
     dos = [[], *[f"{node}={v:g}" for v in values]]
-    cols = intervention_columns(pipe, x, labels, dos, opts or InferenceOptions(), stream=("grid", node))
+    cols = intervention_columns(pipe, x, labels, dos, opts or CounterfactualConfig(), stream=("grid", node))
     records = []
     for j, (do, (_, cf_labels)) in enumerate(zip(dos, cols)):
         for i in range(x.shape[0]):

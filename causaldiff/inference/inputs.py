@@ -7,8 +7,7 @@ from pathlib import Path
 
 import torch
 
-from causaldiff.checkpoint import load_checkpoint
-from causaldiff.data.datamodule import CausalDataModule
+from causaldiff.checkpoint import as_checkpoint
 from causaldiff.data.folder import FolderDataset, read_image
 from causaldiff.graph import CausalGraph
 from causaldiff.hparams import kwargs_for
@@ -32,22 +31,32 @@ def folder_inputs(root: str | Path, graph: CausalGraph, size: int, channels: int
     return Inputs(torch.stack([x for x, _ in read]), labels, names, [src for _, src in read])
 
 
-def checkpoint_datamodule(checkpoint: str | Path) -> CausalDataModule:
-    """The DataModule the checkpoint was trained with (same world or folder, seed and split)."""
-    hp = load_checkpoint(checkpoint).get("datamodule_hyper_parameters")
+def checkpoint_datamodule(checkpoint: str | Path | dict):
+    """The DataModule the checkpoint (path, shipped name or loaded dict) was trained with (same world or folder,
+    seed and split). The data layer imports Lightning: only a command without ``--input`` gets here."""
+    from causaldiff.data.datamodule import CausalDataModule
+
+    hp = as_checkpoint(checkpoint).get("datamodule_hyper_parameters")
     if not hp:
-        raise ValueError(f"{checkpoint} does not record its dataset; pass --input DIR with images + labels.csv")
+        raise ValueError("the checkpoint does not record its dataset; pass --input DIR with images + labels.csv")
     return CausalDataModule(**kwargs_for(CausalDataModule, hp))
 
 
-def checkpoint_inputs(checkpoint: str | Path, n: int, split: str = "test") -> Inputs:
+def checkpoint_inputs(checkpoint: str | Path | dict, n: int, split: str = "test") -> Inputs:
     """The first ``n`` items of the ``split`` of the dataset the checkpoint was trained on."""
     dm = checkpoint_datamodule(checkpoint)
     ds = dm.subset(split if len(dm.splits[split]) else "train")
-    count = min(n, len(ds))
+    count = len(ds) if n is None else min(n, len(ds))
     items = [ds[i] for i in range(count)]
     x = torch.stack([it["x"] for it in items])
     labels = {k: torch.stack([torch.where(it["mask"][k], it["labels"][k], torch.tensor(float("nan")))
                               for it in items]) for k in dm.graph.order}
     names = [f"{split}[{int(dm.splits[split][i])}]" for i in range(count)]
     return Inputs(x, labels, names)
+
+
+def training_images(checkpoint: str | Path | dict, n: int = 4000) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The first ``n`` training images and labels of the dataset a checkpoint records: what site banks are fitted
+    on at export (:func:`causaldiff.inference.sites.fit_site_banks`), never the images being evaluated."""
+    found = checkpoint_inputs(checkpoint, n, split="train")
+    return found.x, found.labels

@@ -3,32 +3,34 @@
 1. Abduction: encoder posterior means give u, z = mechanisms(u) and s; the decoder's noise x_T comes from
    deterministic DDIM inversion of x under its factual condition (``residual``: with the per-step residuals that make
    decoding under the factual condition return x exactly), to T or, with ``depth`` < 1, to x_t0 at t0 = depth T.
-2. Action: ``do(k = c)`` moves block z_k by ``g_k(c) - g_k(y_k)`` (keeping the individual's deviation; mode
-   ``replace`` sets ``z_k = g_k(c)``); a discrete node whose class the intervention switches draws its deviation
-   from the target class's exogenous prior instead (seeded: what a lesion-free image cannot say, e.g. where the
-   lesion is); descendants' blocks move the same way to their counterfactual labels from the attribute SCM
-   (``propagation="labels"``) or are recomputed through the latent mechanisms with their abducted u
-   (``"mechanisms"``); non-descendant blocks and s are untouched.
+2. Action: ``do(k = c)`` moves block z_k by ``g_k(c) - g_k(y_k)`` (keeping the individual's deviation); a discrete
+   node whose class the intervention switches draws its deviation from the target class's exogenous prior instead
+   (seeded: what a lesion-free image cannot say, e.g. where the lesion is); descendants' blocks move the same way to
+   their counterfactual labels from the attribute SCM; non-descendant blocks and s are untouched.
 3. Prediction: DDIM decoding of x_T under the counterfactual condition, with guidance weight w against the factual
-   condition (``eps_f + w (eps_cf - eps_f)``: only the intervened change is amplified) or against the null one.
+   condition (``eps_f + w (eps_cf - eps_f)``: only the intervened change is amplified); with ``keep_unchanged``,
+   every pixel the change does not reach stays as reconstructed (:func:`masked_loop`); a node marked ``local``
+   that do() switches on is transplanted from the checkpoint's site bank (:mod:`causaldiff.inference.sites`).
+
+The keyword-only switches (``propagation``, ``findings``, ``inversion`` fixed-point / none) are the ablation path:
+only :mod:`causaldiff.evaluation.evaluate`'s named variants set them.
 """
 
 from __future__ import annotations
 
-import functools
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from causaldiff.checkpoint import recommended_switches
-from causaldiff.diffusion.masked import masked_loop
-from causaldiff.diffusion.sampler import EpsFn, LoopRunner, local_guidance, retrace
+from causaldiff.checkpoint import as_checkpoint
+from causaldiff.diffusion.masked import MaskSettings, masked_loop
+from causaldiff.diffusion.sampler import LoopRunner, retrace
 from causaldiff.diffusion.schedule import DDIMTables, add_noise, invert_tables, sample_tables
-from causaldiff.inference.sites import BUMP_AT, SiteBank, Sites, abduct_sites, patch_side, site_loop
+from causaldiff.inference.config import CounterfactualConfig
+from causaldiff.inference.sites import SiteBank, Sites, TransplantSettings, load_site_banks, site_loop
 from causaldiff.interventions import Intervention, resolve
 from causaldiff.models.causal_diffae import CausalDiffAE
 
@@ -58,10 +60,8 @@ class CounterfactualOutput:
     cf_z: Tensor  # counterfactual causal latents (B, n, d)
 
 
-GUIDE_AGAINST = ("factual", "local", "masked", "null")  # what guidance pushes away from (see the class)
-FINDINGS = ("decode", "transplant")  # how a local finding that do() switches on is drawn (see the class)
-INVERSIONS = ("ddim", "fixed-point", "residual")  # how the decoder's noise is abducted (see the class; the
-# evaluation's no-abduction peer adds "none")
+INVERSIONS = ("ddim", "residual", "fixed-point", "none")  # the user's two, then the ablations' (see the class)
+FIXED_POINT_ITERS = 3  # fixed-point inversion: 1 + 3 network calls a step
 
 
 class CounterfactualPipeline:
@@ -70,77 +70,55 @@ class CounterfactualPipeline:
     ``pipeline(x, labels, do="age+=10", steps=50, guidance=1.0)`` → :class:`CounterfactualOutput`.
 
     Args:
-        mode: ``shift`` moves z_k by g_k(new) - g_k(old); ``replace`` sets z_k = g_k(new).
-        propagation: how descendants follow: ``labels`` (their blocks move with the attribute SCM's counterfactual
-            labels, as an intervened block moves with its own), ``mechanisms`` (through the learned latent SCM) or
-            ``none`` (only the intervened blocks change). ``labels`` measures best (brain32: the effect gain of
-            do(sex), do(age), read off the anatomy they act through, 0.00 / 0.12 with ``mechanisms``, 0.89 / 0.95).
-        inversion: ``ddim`` (plain), ``fixed-point`` (a nearer inverse, ``1 + fixed_point_iters`` calls a step),
-            ``residual`` (plain, plus the residuals that make the factual decoding retrace the inversion's path: a
-            null intervention returns x exactly; see :func:`retrace`) or ``none`` (x_T drawn by forward-noising x to
-            the last step, as the published CausalDiffAE code does).
-        guide_against: what guidance ``w`` pushes away from: ``factual`` (the image's own condition, so only the
-            intervened change is amplified and everything else stays as decoded), ``local`` (the same, amplified
-            only on the pixels where the prediction changes most: see :func:`local_guidance`), ``masked`` (the
-            counterfactual step, guided against the factual condition, only where the predicted image changes,
-            and every other pixel the factual decoding's, so it stays as reconstructed; it applies at w = 1 too, and
-            measures best on brain32: see :func:`masked_loop`) or ``null`` (classifier-free guidance, Ho & Salimans
-            2022: the whole condition is amplified).
-        findings: how a node marked ``local`` (a lesion) that do() switches on is drawn: ``decode`` (from its latent
-            block, like any other node) or ``transplant`` (a site and appearance drawn, seeded, from those abducted
-            where it was seen, added late in the decoding, with guidance ``finding_guidance`` only around it and
-            every other pixel the factual decoding's; see :mod:`causaldiff.inference.sites`). Images without such a
-            switch are decoded as ``guide_against`` says. Site banks come from :meth:`fit_sites`, or from
-            ``site_source`` on first use.
-        finding_guidance: the transplant's guidance weight inside its disk (3 measured best on brain32: at 1 the
-            decoder erases half of the transplanted finding; guidance.md).
-        exogenous: ``sample`` draws a switched discrete node's deviation from its class prior; ``keep`` shifts the
-            abducted one (what models without fitted priors do).
+        inversion: ``ddim`` (plain) or ``residual`` (plain, plus the residuals that make the factual decoding retrace
+            the inversion's path: a null intervention returns x exactly; see :func:`retrace`). Ablations:
+            ``fixed-point`` (a nearer inverse, 4 calls a step) and ``none`` (x_T by forward-noising x, as the
+            published CausalDiffAE code does).
+        keep_unchanged: decode the counterfactual step only where the predicted image changes and keep every other
+            pixel the factual decoding's (:func:`masked_loop`; with residual abduction, exactly as it was).
         depth: how far the inversion goes, as a fraction of the training timesteps: the noise is abducted to
-            t0 = depth T and counterfactuals are decoded from there, on the steps of the ``steps``-step schedule
-            below t0 (Diff-SCM, Sanchez & Tsaftaris 2022, inverts to 0.75 T). Below 1 the steps nearest pure noise,
-            where an inverted x_T under a far-off condition can send the decoding off the image manifold, are left
-            out (brain32: ablation.md section 11).
-        capture: on CUDA, capture each DDIM loop once as a CUDA graph and replay it.
+            t0 = depth T and counterfactuals are decoded from there (Diff-SCM, Sanchez & Tsaftaris 2022, inverts
+            to 0.75 T).
+        capture: on CUDA, capture each sampling loop once as a CUDA graph and replay it.
+        propagation: (ablation) how descendants follow: ``labels`` (their blocks move to the attribute SCM's
+            counterfactual labels), ``mechanisms`` (the learned latent SCM) or ``none``.
+        findings: (ablation) a switched-on ``local`` node is ``transplant``-ed from its site bank, or ``decode``-d
+            from its latent block like any other node.
+        site_banks: {node: SiteBank} for the local nodes (a checkpoint stores them; see :func:`fit_site_banks`).
+        transplant, mask: the transplant's and the masked decoding's settings (documented on their classes).
     """
 
-    def __init__(self, model: CausalDiffAE, mode: str = "shift", propagation: str = "labels",
-                 inversion: str = "ddim", fixed_point_iters: int = 3, guide_against: str = "factual",
-                 exogenous: str = "sample", findings: str = "decode", finding_guidance: float = 3.0,
-                 depth: float = 1.0, capture: bool = False):
-        for name, value, options in (("mode", mode, ("shift", "replace")),
-                                     ("propagation", propagation, ("mechanisms", "labels", "none")),
-                                     ("inversion", inversion, (*INVERSIONS, "none")),
-                                     ("guide_against", guide_against, GUIDE_AGAINST),
-                                     ("exogenous", exogenous, ("sample", "keep")),
-                                     ("findings", findings, FINDINGS)):
+    def __init__(self, model: CausalDiffAE, inversion: str = "ddim", keep_unchanged: bool = False,
+                 depth: float = 1.0, capture: bool = False, *, propagation: str = "labels",
+                 findings: str = "transplant", site_banks: dict[str, SiteBank] | None = None,
+                 transplant: TransplantSettings | None = None, mask: MaskSettings | None = None):
+        for name, value, options in (("inversion", inversion, INVERSIONS),
+                                     ("propagation", propagation, ("labels", "mechanisms", "none")),
+                                     ("findings", findings, ("transplant", "decode"))):
             if value not in options:
                 raise ValueError(f"{name} must be one of {options}, got {value!r}")
         self.model = model.eval()
         self.graph = model.graph
-        if findings == "transplant" and not any(n.local for n in self.graph.nodes.values()):
-            raise ValueError("findings='transplant' needs a node marked local: true in the graph (a binary finding "
-                             "drawn at a site, e.g. a lesion); this model's graph has none")
-        self.mode, self.propagation, self.inversion = mode, propagation, inversion
-        self.guide_against, self.exogenous = guide_against, exogenous
-        self.findings, self.finding_guidance, self.depth = findings, float(finding_guidance), _checked_depth(depth)
-        self.inversion_iters = fixed_point_iters if inversion == "fixed-point" else 0
+        self.inversion, self.keep_unchanged, self.depth = inversion, bool(keep_unchanged), _checked_depth(depth)
+        self.propagation, self.findings = propagation, findings
+        self.transplant, self.mask = transplant or TransplantSettings(), mask or MaskSettings()
+        self.site_banks = dict(site_banks or {})
+        self.inversion_iters = FIXED_POINT_ITERS if inversion == "fixed-point" else 0
         self.run_loop = LoopRunner(capture)
-        self._local_eps: dict[float, EpsFn] = {}  # one eps function per weight: captured loops reused
         self._tables: dict[tuple, DDIMTables] = {}
         self._warned: set[str] = set()
-        self.site_banks: dict[str, SiteBank] = {}
-        self.site_source: Callable[[], tuple[Tensor, Labels]] | None = None  # images + labels to fit banks from
-        self.site_options: dict = {}  # t_bump / gain / disk_px overrides of site_loop's (for ablations)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", **kwargs) -> CounterfactualPipeline:
-        """The pipeline of a checkpoint, with the switches it recommends (``recommended_switches``) under ``kwargs``
-        (a value of None counts as not given); its site banks, if needed, come from the training split it records."""
-        kwargs = {**recommended_switches(path), **{k: v for k, v in kwargs.items() if v is not None}}
-        pipe = cls(CausalDiffAE.from_checkpoint(path, map_location="cpu").to(device), **kwargs)
-        pipe.site_source = functools.partial(training_images, path)
-        return pipe
+    def from_checkpoint(cls, checkpoint: str | Path | dict, config: CounterfactualConfig | None = None,
+                        capture: bool = False, **switches_) -> CounterfactualPipeline:
+        """The pipeline of a checkpoint (path, shipped name or loaded dict) under ``config`` (default: the
+        checkpoint's recommendation), with its site banks; ``switches``: constructor arguments over the config's
+        (e.g. ``inversion="fixed-point"``; None counts as not given)."""
+        ckpt = as_checkpoint(checkpoint)
+        config = config or CounterfactualConfig.for_checkpoint(ckpt)
+        device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model = CausalDiffAE.from_checkpoint(ckpt).to(device)
+        return cls(model, capture=capture, site_banks=load_site_banks(ckpt), **{**switches(config), **{k: v for k, v in switches_.items() if v is not None}})
 
     @property
     def device(self) -> torch.device:
@@ -183,14 +161,12 @@ class CounterfactualPipeline:
         return cf_z, {k: v.cpu() for k, v in cf_labels.items()}
 
     def _moved_block(self, ab: Abduction, node: str, target: Tensor, generator: torch.Generator | None) -> Tensor:
-        """g_k(target) plus the abducted deviation z_k - g_k(y_k) (``shift``; drawn from the target class's prior
-        where a discrete class switches) or plus nothing (``replace``), (B, d)."""
+        """g_k(target) plus the abducted deviation z_k - g_k(y_k), drawn from the target class's prior where a
+        discrete class switches, (B, d)."""
         i, g, prior = self.graph.index(node), self.model.alignment.prior_block, self.model.exogenous
         g_new = g(i, target)
-        if self.mode == "replace":
-            return g_new
         deviation = ab.z[:, i] - g(i, ab.labels[node].float())
-        if self.exogenous == "sample" and prior.has_code(node):
+        if prior.has_code(node):
             switched = target.long() != ab.labels[node].long()
             if bool(switched.any()) and self._prior_fitted(node, target[switched]):
                 deviation = torch.where(switched[:, None], prior.sample(node, target, generator), deviation)
@@ -204,9 +180,9 @@ class CounterfactualPipeline:
 
         ``noise`` is at the pipeline's ``depth`` (an abduction's); fresh Gaussian noise is x_T: pass ``depth=1``.
 
-        ``z`` (B, n, d), the factual latents, is what guidance pushes away from when ``guide_against='factual'``.
-        ``sites``, with ``findings='transplant'``: where and what to draw for a switched-on finding (see
-        :class:`~causaldiff.inference.sites.Sites`); images with a NaN row are decoded as ``guide_against`` says.
+        ``z`` (B, n, d), the factual latents: what guidance pushes away from, and what ``keep_unchanged`` keeps.
+        ``sites``: where and what to transplant for a switched-on finding (see
+        :class:`~causaldiff.inference.sites.Sites`); images with a NaN row are decoded by :meth:`decode`.
         ``residuals`` (S, B, C, H, W): an exact abduction's (``inversion='residual'``), added after each step.
         """
         tables = self._schedule("sample", steps, depth)
@@ -222,37 +198,33 @@ class CounterfactualPipeline:
         m, dev = self.model, noise.device
         on, rest = drawn.nonzero().flatten(), (~drawn).nonzero().flatten()  # CPU row indices: no device sync
         part = lambda t, rows: None if t is None else t[:, rows]  # noqa: E731 (residuals are (S, B, ...))
-        options = {"t_bump": round(BUMP_AT * m.scheduler_config["num_train_timesteps"]), **self.site_options}
         cf_x = torch.empty_like(noise)
         d = on.to(dev)
-        cf_x[d] = site_loop(m.eps, noise[d], m.condition(cf_z[d], s[d]), m.condition(z[d], s[d]),
-                            tables, self.finding_guidance,
-                            Sites(sites.where[on], sites.patches[on]), residuals=part(residuals, d), **options)
+        cf_x[d] = site_loop(m.eps, noise[d], m.condition(cf_z[d], s[d]), m.condition(z[d], s[d]), tables,
+                            Sites(sites.where[on], sites.patches[on]), self.transplant,
+                            m.scheduler_config["num_train_timesteps"], residuals=part(residuals, d))
         if len(rest):
             r = rest.to(dev)
             cf_x[r] = self.decode(noise[r], cf_z[r], s[r], steps, guidance, z[r], part(residuals, r), depth=depth)
         return cf_x.clamp(-1, 1)
 
     def decode(self, noise: Tensor, cf_z: Tensor, s: Tensor, steps: int, guidance: float, z: Tensor | None,
-               residuals: Tensor | None = None, guide_against: str | None = None, depth: float | None = None) -> Tensor:
+               residuals: Tensor | None = None, keep_unchanged: bool | None = None,
+               depth: float | None = None) -> Tensor:
         """:meth:`predict` without transplants: x_t0 (B, C, H, W) decoded under [cf_z, s] with guidance ``guidance``
-        against ``guide_against`` (default: the pipeline's); cf_x (B, C, H, W) clamped to [-1, 1]."""
-        m, against = self.model, guide_against or self.guide_against
+        against the factual condition [z, s], keeping unchanged pixels if ``keep_unchanged`` (default: the
+        pipeline's); cf_x (B, C, H, W) clamped to [-1, 1]."""
+        m = self.model
+        keep = self.keep_unchanged if keep_unchanged is None else keep_unchanged
         tables, cond = self._schedule("sample", steps, depth), m.condition(cf_z, s)
-        run = functools.partial(self.run_loop, tables=tables, residuals=residuals)
-        if guidance == 1.0 and (against != "masked" or z is None):  # no factual decoding to keep
-            return run(m.eps, noise, cond).clamp(-1, 1)
-        if against == "null":
-            return run(m.eps, noise, cond, guidance=guidance, null=m.null_condition(1)).clamp(-1, 1)
-        if z is None:
-            raise ValueError("guidance against the factual condition needs the factual latents z")
-        if against == "factual":
-            return run(m.eps, noise, cond, guidance=guidance, null=m.condition(z, s)).clamp(-1, 1)
-        if against == "masked":
-            return masked_loop(m.eps, noise, cond, m.condition(z, s), tables, guidance,
+        if z is None and (keep or guidance != 1.0):
+            raise ValueError("guidance and keep_unchanged act against the factual condition: they need its latents z")
+        if keep:
+            return masked_loop(m.eps, noise, cond, m.condition(z, s), tables, guidance, self.mask,
                                residuals=residuals).clamp(-1, 1)
-        eps = self._local_eps.setdefault(guidance, local_guidance(m.eps, guidance))
-        return run(eps, noise, torch.cat([cond, m.condition(z, s)], dim=1)).clamp(-1, 1)
+        null = None if guidance == 1.0 else m.condition(z, s)
+        return self.run_loop(m.eps, noise, cond, tables, guidance=guidance, null=null,
+                             residuals=residuals).clamp(-1, 1)
 
     def __call__(self, x: Tensor, labels: Labels | None = None, do=(), steps: int = 50, guidance: float = 1.0,
                  generator: torch.Generator | None = None) -> CounterfactualOutput:
@@ -266,52 +238,42 @@ class CounterfactualPipeline:
         cf = [self.intervene(ab, do, generator) for do in dos]
         k, b = len(dos), ab.z.shape[0]
         cf_z = torch.cat([c[0] for c in cf])
-        sites = Sites.cat([self.draw_sites(ab.labels, c[1], steps, generator) for c in cf]) \
+        sites = Sites.cat([self.draw_sites(ab.labels, c[1], generator) for c in cf]) \
             if self.findings == "transplant" else None
         residuals = None if ab.residuals is None else ab.residuals.repeat(1, k, 1, 1, 1)
         cf_x = self.predict(ab.noise.repeat(k, 1, 1, 1), cf_z, ab.s.repeat(k, 1), steps, guidance, ab.z.repeat(k, 1, 1),
                             sites, residuals, ab.depth)
         return [CounterfactualOutput(cf_x[j * b:(j + 1) * b], cf[j][1], ab.noise, ab.z, cf[j][0]) for j in range(k)]
 
-    # ------------------------------------------------------------------ site codes (findings="transplant")
-    def fit_sites(self, node: str, x: Tensor, labels: Labels, steps: int = 20, n: int = 64) -> SiteBank:
-        """Fill ``node``'s site bank from up to ``n`` images of x (N, C, H, W) whose label shows the finding (1)."""
-        show = torch.nonzero(torch.as_tensor(labels[node]) == 1).flatten()[:n]
-        if len(show) == 0:
-            raise ValueError(f"no image with {node} = 1 to abduct {node}'s sites from")
-        where, patches = abduct_sites(self, x[show], {k: torch.as_tensor(v)[show] for k, v in labels.items()}, node,
-                                      steps)
-        polarity = where[:, 2].median().sign()  # the finding's own (brighter / darker); a peak of the other sign is
-        kept = where[:, 2].sign() == polarity  # where the removal missed it and moved the rest
-        bank = SiteBank(where[kept], patches[kept])
-        self.site_banks[node] = bank
-        return bank
-
-    def draw_sites(self, labels: Labels, cf_labels: Labels, steps: int = 20,
-                   generator: torch.Generator | None = None) -> Sites:
-        """Site codes for the local nodes switched from 0 to 1 (the first such node per image; NaN rows: none)."""
+    # ------------------------------------------------------------------ site codes
+    def draw_sites(self, labels: Labels, cf_labels: Labels, generator: torch.Generator | None = None) -> Sites:
+        """Site codes for the local nodes switched from 0 to 1 (the first such node per image; NaN rows: none, as
+        for a node without a site bank, which is then decoded from its latent)."""
         b, m = len(next(iter(labels.values()))), self.model
-        p = patch_side(m.image_size)
+        p = self.transplant.patch_side(m.image_size)
         sites = Sites(torch.full((b, 3), float("nan")), torch.zeros(b, m.channels, p, p))
         for node in self.graph.order:
             if not self.graph[node].local:
                 continue
             on = (labels[node].cpu() == 0) & (cf_labels[node].cpu() == 1) & ~sites.drawn
-            if bool(on.any()):
-                drawn = self._site_bank(node, steps).sample(int(on.sum()), generator)
-                if drawn.patches.shape[1:] != sites.patches.shape[1:]:
-                    raise ValueError(f"{node}'s site bank holds {tuple(drawn.patches.shape[1:])} patches; this model "
-                                     f"needs {tuple(sites.patches.shape[1:])} (refit it with fit_sites)")
-                sites.where[on], sites.patches[on] = drawn.where, drawn.patches
+            if not bool(on.any()) or not self._has_bank(node):
+                continue
+            drawn = self.site_banks[node].sample(int(on.sum()), generator)
+            if drawn.patches.shape[1:] != sites.patches.shape[1:]:
+                raise ValueError(f"{node}'s site bank holds {tuple(drawn.patches.shape[1:])} patches; this model "
+                                 f"needs {tuple(sites.patches.shape[1:])} (refit it with fit_site_banks)")
+            sites.where[on], sites.patches[on] = drawn.where, drawn.patches
         return sites
 
-    def _site_bank(self, node: str, steps: int) -> SiteBank:
-        if node not in self.site_banks:
-            if self.site_source is None:
-                raise ValueError(f"findings='transplant' needs {node}'s site bank: call fit_sites('{node}', x, labels) "
-                                 "with images that show it, or set site_source")
-            self.fit_sites(node, *self.site_source(), steps=steps)
-        return self.site_banks[node]
+    def _has_bank(self, node: str) -> bool:
+        if node in self.site_banks:
+            return True
+        if f"bank:{node}" not in self._warned:
+            self._warned.add(f"bank:{node}")
+            warnings.warn(f"'{node}' is local but this checkpoint has no site bank for it: a switched-on {node} is "
+                          "decoded from its latent (export the checkpoint with site banks to transplant it: "
+                          "causaldiff.training.export.export_checkpoint(..., site_images=...))", stacklevel=4)
+        return False
 
     # ------------------------------------------------------------------ helpers
     def _schedule(self, kind: str, steps: int, depth: float | None = None) -> DDIMTables:
@@ -367,10 +329,6 @@ def _checked_depth(depth: float) -> float:
     return float(depth)
 
 
-def training_images(checkpoint: str | Path, n: int = 4000) -> tuple[Tensor, Labels]:
-    """The first ``n`` training images and labels of the dataset a checkpoint records (site banks are fitted on
-    them, never on the images being evaluated)."""
-    from causaldiff.inference.inputs import checkpoint_inputs  # the data layer imports Lightning
-
-    found = checkpoint_inputs(checkpoint, n, split="train")
-    return found.x, found.labels
+def switches(config: CounterfactualConfig) -> dict:
+    """The :class:`CounterfactualPipeline` arguments a config sets (steps, guidance and seed act per call)."""
+    return {"inversion": config.inversion, "keep_unchanged": config.keep_unchanged, "depth": config.depth}

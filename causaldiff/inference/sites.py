@@ -9,14 +9,16 @@ either (ablation.md section 7). They are therefore an exogenous code of their ow
   change itself in a small window around the site (:func:`abduct_sites`);
 - **drawn** from a bank of such codes (:class:`SiteBank`, the empirical prior) when ``do()`` switches the node on,
   seeded, so several seeds give several plausible counterfactuals;
-- **decoded** by :func:`site_loop`: the image follows its factual decoding until the first sampling step at or below
-  ``BUMP_AT`` of the training timesteps, where the banked change is added to x_t at the drawn site (x_t += sqrt(ā_t)
-  · patch: an x0 edit, a lesion transplant); from there guidance w acts inside a disk around the site and every
-  pixel outside the disk is taken from the factual decoding (the RePaint replacement of Lugmayr et al., 2022, with
-  the known region given by the site), so the rest of the image is the factual decoding exactly (with residual
-  abduction: the source itself). A late transplant keeps the real finding's size and contrast; a nudge the decoder
-  has to grow (a Gaussian bump at t = 0.1 T) draws blobs of every size, from none to several times a real one, and a
-  classifier trained on them finds fewer real lesions (guidance.md, "A transplant instead of a nudge").
+- **stored** in the checkpoint (:func:`fit_site_banks` at export, :func:`load_site_banks` at inference), so
+  inference never reads training images;
+- **decoded** by :func:`site_loop`: the image follows its factual decoding until the first sampling step at or
+  below ``TransplantSettings.at`` of the training timesteps, where the banked change is added to x_t at the drawn
+  site (x_t += sqrt(ā_t) · patch: an x0 edit, a lesion transplant); from there guidance w acts inside a disk around
+  the site and every pixel outside the disk is taken from the factual decoding (the RePaint replacement of Lugmayr
+  et al., 2022, with the known region given by the site), so the rest of the image is the factual decoding exactly
+  (with residual abduction: the source itself). A late transplant keeps the real finding's size and contrast; a
+  nudge the decoder has to grow (a Gaussian bump at t = 0.1 T) draws blobs of every size, from none to several times
+  a real one, and a classifier trained on them finds fewer real lesions (docs/results.md, "Lesions").
 """
 
 from __future__ import annotations
@@ -31,18 +33,27 @@ from causaldiff.diffusion.kernels import ddim_update
 from causaldiff.diffusion.sampler import EpsFn
 from causaldiff.diffusion.schedule import DDIMTables
 
-DISK_PX = 3.5  # guidance disk radius around the site, in pixels of a 32 px image (scaled with size)
-PATCH_PX = 7  # side of the banked appearance window at 32 px (scaled with size, kept odd)
-BUMP_GAIN = 1.0  # the transplanted change over the banked one
-BUMP_AT = 0.05  # the transplant's timestep, as a fraction of the training timesteps
-# the removal's guidance weight (masked decoding): a removal decoded at w = 1 leaves part of the finding, so the banked
-# change is weaker; brain32, do(lesion=1) on 49 evaluation items read by the reference predictor: w = 1 76 %, w = 2 92 %
-REMOVAL_GUIDANCE = 2.0
 
+@dataclass(frozen=True)
+class TransplantSettings:
+    """How a banked finding is transplanted; lengths are pixels of a 32 px image, scaled with the image size.
 
-def patch_side(size: int) -> int:
-    """The (odd) side of an appearance window for images of ``size`` px."""
-    return 2 * round((PATCH_PX // 2) * size / 32) + 1
+    The values were measured on the brain world (guidance.md, "A transplant instead of a nudge"; ablation.md
+    section 9): a disk of 3.5 px holds its lesions, a 7 px window their appearance; at w = 1 the decoder erases half
+    of a transplanted lesion (``guidance`` 3 keeps it), and a removal decoded at w = 1 leaves part of the lesion, so
+    the banked change is weaker (``removal_guidance`` 2: 76 % → 92 % of do(lesion=1) read back).
+    """
+
+    disk_px: float = 3.5  # radius of the disk around the site where guidance acts and pixels may change
+    patch_px: int = 7  # side of the banked appearance window (kept odd)
+    at: float = 0.05  # the transplant's timestep, as a fraction of the training timesteps
+    gain: float = 1.0  # the transplanted change over the banked one
+    guidance: float = 3.0  # guidance weight inside the disk
+    removal_guidance: float = 2.0  # guidance of the masked removal that abducts a site (abduct_sites)
+
+    def patch_side(self, size: int) -> int:
+        """The (odd) side of an appearance window for images of ``size`` px."""
+        return 2 * round((self.patch_px // 2) * size / 32) + 1
 
 
 @dataclass
@@ -91,9 +102,9 @@ def _take(img: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
     return torch.where(inside[..., None], taken, 0.0).permute(0, 3, 1, 2)
 
 
-def patches_at(change: Tensor, where: Tensor) -> Tensor:
-    """(B, C, P, P) windows of ``change`` (B, C, H, W) centred on each site of ``where`` (B, 3), zero-padded."""
-    return _take(change, *_windows(where.to(change.device), change.shape[-1], patch_side(change.shape[-1])))
+def patches_at(change: Tensor, where: Tensor, side: int) -> Tensor:
+    """(B, C, side, side) windows of ``change`` (B, C, H, W) centred on each site of ``where`` (B, 3), zero-padded."""
+    return _take(change, *_windows(where.to(change.device), change.shape[-1], side))
 
 
 def place_patches(sites: Sites, size: int) -> Tensor:
@@ -104,7 +115,7 @@ def place_patches(sites: Sites, size: int) -> Tensor:
     return torch.where(sites.drawn.view(-1, 1, 1, 1), placed, 0.0)
 
 
-def site_disk(where: Tensor, size: int, disk_px: float = DISK_PX) -> Tensor:
+def site_disk(where: Tensor, size: int, disk_px: float) -> Tensor:
     """(B, 1, size, size) bool disk of radius ``disk_px`` (at 32 px) around each site (NaN rows: empty)."""
     grid = (torch.arange(size, dtype=torch.float32, device=where.device) + 0.5) / size
     dy = (grid.view(1, -1, 1) - where[:, 0].view(-1, 1, 1)) * size
@@ -129,26 +140,51 @@ class SiteBank:
         i = torch.randint(self.sites.shape[0], (n,), generator=generator)
         return Sites(self.sites[i], self.patches[i])
 
+    def state(self) -> dict[str, Tensor]:
+        """Plain tensors for a checkpoint (``torch.load(weights_only=True)`` reads them)."""
+        return {"sites": self.sites, "patches": self.patches}
 
-def site_loop(eps_fn: EpsFn, noise: Tensor, c_cf: Tensor, c_f: Tensor, tables: DDIMTables, guidance: float,
-              sites: Sites, t_bump: int, gain: float = BUMP_GAIN, disk_px: float = DISK_PX,
-              residuals: Tensor | None = None) -> Tensor:
+
+def load_site_banks(ckpt: dict) -> dict[str, SiteBank]:
+    """{node: SiteBank} a checkpoint stores (``site_banks``, written by ``export_checkpoint``); {} when none."""
+    return {node: SiteBank(b["sites"], b["patches"]) for node, b in (ckpt.get("site_banks") or {}).items()}
+
+
+def fit_site_banks(pipe, x: Tensor, labels: dict[str, Tensor], steps: int = 50, n: int = 64) -> dict[str, SiteBank]:
+    """{node: SiteBank} for each local node of ``pipe``'s graph, abducted from up to ``n`` images of x (N, C, H, W)
+    whose label shows the finding (1); sites whose peak has the other sign than most (where the removal missed the
+    finding and moved the rest) are dropped."""
+    banks = {}
+    for node in [k for k in pipe.graph.order if pipe.graph[k].local]:
+        show = torch.nonzero(torch.as_tensor(labels[node]) == 1).flatten()[:n]
+        if len(show) == 0:
+            raise ValueError(f"no image with {node} = 1 to abduct {node}'s sites from")
+        where, patches = abduct_sites(pipe, x[show], {k: torch.as_tensor(v)[show] for k, v in labels.items()},
+                                      node, steps)
+        kept = where[:, 2].sign() == where[:, 2].median().sign()
+        banks[node] = SiteBank(where[kept], patches[kept])
+    return banks
+
+
+def site_loop(eps_fn: EpsFn, noise: Tensor, c_cf: Tensor, c_f: Tensor, tables: DDIMTables, sites: Sites,
+              settings: TransplantSettings, train_timesteps: int, residuals: Tensor | None = None) -> Tensor:
     """DDIM decoding of ``noise`` (B, C, H, W) that transplants a finding at each image's site of ``sites`` (every
     row drawn; :meth:`CounterfactualPipeline.predict` decodes the others its own way).
 
-    Each image follows the factual decoding x^f (under ``c_f``) until the first step with t <= ``t_bump``, where
-    ``gain`` × its placed patch is added (x_t += sqrt(ā_t) patch); after it, ``eps = eps_f + W (eps_cf - eps_f)``
-    with W = ``guidance`` inside the site's disk, and every pixel outside the disk is replaced by x^f's (RePaint).
+    Each image follows the factual decoding x^f (under ``c_f``) until the first step with t <= ``settings.at`` ×
+    ``train_timesteps``, where ``settings.gain`` × its placed patch is added (x_t += sqrt(ā_t) patch); after it,
+    ``eps = eps_f + W (eps_cf - eps_f)`` with W = ``settings.guidance`` inside the site's disk, and every pixel
+    outside the disk is replaced by x^f's (RePaint).
     ``residuals`` (S, B, C, H, W) of an exact abduction are added after each step to both paths. One network call
     of B a step before the transplant, of 3B after it; no host sync inside the loop.
     """
     if not bool(sites.drawn.all()):
         raise ValueError("site_loop transplants at every image's site; decode the images without one elsewhere")
     size = noise.shape[-1]
-    bump = gain * place_patches(sites, size).to(noise.device, noise.dtype)
-    disk = site_disk(sites.where.to(noise.device), size, disk_px)
-    weight = torch.where(disk, guidance, 0.0).to(noise.dtype)
-    due = torch.nonzero(tables.t.cpu() <= t_bump).flatten()
+    bump = settings.gain * place_patches(sites, size).to(noise.device, noise.dtype)
+    disk = site_disk(sites.where.to(noise.device), size, settings.disk_px)
+    weight = torch.where(disk, settings.guidance, 0.0).to(noise.dtype)
+    due = torch.nonzero(tables.t.cpu() <= round(settings.at * train_timesteps)).flatten()
     bump_at = int(due[0]) if len(due) else len(tables.t)  # the step index, found once: no host sync in the loop
     x = x_f = noise
     for i, step in enumerate(tables.to(noise.device).steps(noise.shape[0])):
@@ -168,12 +204,12 @@ def site_loop(eps_fn: EpsFn, noise: Tensor, c_cf: Tensor, c_f: Tensor, tables: D
 @torch.no_grad()
 def abduct_sites(pipe, x: Tensor, labels: dict[str, Tensor], node: str, steps: int = 20) -> tuple[Tensor, Tensor]:
     """Site codes of ``node``'s finding in images x (B, C, H, W) that show it: sites (B, 3) where do(node=0) changes
-    them most, and that change's patches (B, C, P, P) around them (the removal decoded ``masked`` at w =
-    ``REMOVAL_GUIDANCE``: pixels away from the change stay the reconstruction's)."""
+    them most, and that change's patches (B, C, P, P) around them (the removal decoded keeping unchanged pixels, at
+    w = ``pipe.transplant.removal_guidance``: pixels away from the change stay the reconstruction's)."""
     ab = pipe.abduct(x, labels, steps)
     cf_z, _ = pipe.intervene(ab, {node: 0.0}, torch.Generator().manual_seed(0))
-    removed = pipe.decode(ab.noise, cf_z, ab.s, steps, REMOVAL_GUIDANCE, ab.z, ab.residuals, guide_against="masked",
-                          depth=ab.depth)
+    removed = pipe.decode(ab.noise, cf_z, ab.s, steps, pipe.transplant.removal_guidance, ab.z, ab.residuals,
+                          keep_unchanged=True, depth=ab.depth)
     x = x.to(removed.device)
     where = change_peaks(x, removed)
-    return where.cpu(), patches_at(x - removed, where).cpu()
+    return where.cpu(), patches_at(x - removed, where, pipe.transplant.patch_side(x.shape[-1])).cpu()

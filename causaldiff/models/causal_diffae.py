@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from causaldiff.checkpoint import load_checkpoint, model_state
+from causaldiff.checkpoint import as_checkpoint, model_state
 from causaldiff.diffusion.schedule import alphas_cumprod, scheduler_config
 from causaldiff.graph import CausalGraph
 from causaldiff.hparams import kwargs_for
@@ -115,10 +115,12 @@ class CausalDiffAE(nn.Module):
 
     # ------------------------------------------------------------------ checkpoints
     @classmethod
-    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu",
+    def from_checkpoint(cls, path: str | Path | dict, map_location: str | torch.device = "cpu",
                         ema: bool = True) -> CausalDiffAE:
-        """Load a training checkpoint (EMA weights by default) or an exported one; never runs pickled code."""
-        ckpt = load_checkpoint(path, map_location)
+        """Load a training checkpoint (EMA weights by default) or an exported one (a path, shipped name or the
+        loaded dict); never runs pickled code."""
+        ckpt = as_checkpoint(path, map_location)
+        path = "checkpoint" if isinstance(path, dict) else path
         config = kwargs_for(cls, ckpt.get("hyper_parameters", {}))
         if "graph" not in config:
             raise ValueError(f"{path}: checkpoint has no model config (hyper_parameters.graph missing)")
