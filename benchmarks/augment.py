@@ -14,7 +14,7 @@ is lesion-free (``removal_rate``); and by the anti-causal predictor, how far the
 (against the identity row: the same predictor on the sources). A grid shows sources and several seeds each.
 
 Run: ``python benchmarks/augment.py [--checkpoint brain32] [--n 2000] [--epochs 8] [--guidance 3]``; writes
-benchmarks/results/augment.{json,md} and lesion_grid.png.
+the JSON, a Markdown table beside it and lesion_grid.png there.
 """
 
 from __future__ import annotations

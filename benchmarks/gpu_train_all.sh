@@ -2,7 +2,7 @@
 # On one GPU: train pendulum32, morpho32 and brain32 with the shipped models' recipes (normalised condition path,
 # posterior-mean latents; v-prediction for pendulum and morpho; brain32 in two stages, eps from scratch and then
 # fine-tuned into v with a fresh warm-up, the KL at full weight and the loss weighted on the lesion's pixels,
-# configs/brain32.yaml: a v model from scratch drew no lesion, ablation.md sections 6, 12 and 14) on IMAGES images
+# configs/brain32.yaml: a v model from scratch drew no lesion, CHANGELOG.md) on IMAGES images
 # each (default 2 M: batch 512 x ~3,900 steps, bf16, channels_last; brain's v stage V_IMAGES more, default 1 M), then
 # export the EMA models (brain32 with its measured inference recommendations), measure condition use and quality
 # beside identity and truth, and the images each run took to an effective model (snapshots every SNAP_EVERY steps).

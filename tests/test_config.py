@@ -108,3 +108,10 @@ def test_a_shipped_models_recommendation_is_listed_as_flags(capsys):
     out = capsys.readouterr().out
     assert "recommends (used unless given): --inversion residual --keep-unchanged --depth 0.75" in out
     assert out.count("recommends") == 1  # pendulum32 and morpho32 run at the defaults
+
+
+def test_models_yaml_states_the_recommendation_each_checkpoint_stores():
+    from causaldiff.checkpoint import shipped_models
+
+    for name, info in shipped_models().items():
+        assert info.get("inference", {}) == recommended_settings(name), name

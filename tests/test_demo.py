@@ -3,6 +3,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,13 @@ def test_demo_trains_from_a_non_editable_install(tmp_path):
     root = Path(__file__).parent.parent
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    # the dependencies come from the environment running the tests (a virtual one too, whose packages
+    # --system-site-packages does not see): its site-packages, listed after the new venv's own
+    ask = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    site = subprocess.run([str(venv / "bin" / "python"), "-c", ask], check=True, capture_output=True,
+                          text=True).stdout.strip()
+    paths = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    (Path(site) / "parent_environment.pth").write_text("\n".join(paths) + "\n")
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps"]
     src = tmp_path / "src"  # a copy: the build writes build/ and *.egg-info next to the sources, not in the repo
     shutil.copytree(root, src, symlinks=True, ignore=shutil.ignore_patterns(".git", "build", "runs", "*.egg-info",

@@ -18,10 +18,10 @@ class MaskSettings:
     """Which pixels a counterfactual step may change: where the predicted change is more than ``level`` grey levels
     (of 255), or its 3×3 mean is at least ``share`` of the image's largest.
 
-    Measured on brain32 (residual abduction, n = 128, 50 steps; ablation.md section 10), true-CF L1 / identity's by
-    share alone: 0.15 → 0.68, 0.3 → 0.43, 0.5 → 0.52; share alone drops a change smaller than the largest (do(age)
-    grows the ventricles and no longer shrinks the brain), so the level admits it (12: brain-volume reading off by
-    14 ml at L1 0.47; 24: 29 ml, 0.42; 6: the re-rendered texture comes back, 1.01).
+    Measured on brain32 (residual abduction, n = 128, 50 steps; docs/results.md, "Decisions"), true-CF L1 /
+    identity's by share alone: 0.15 → 0.68, 0.3 → 0.43, 0.5 → 0.52; share alone drops a change smaller than the
+    largest (do(age) grows the ventricles and no longer shrinks the brain), so the level admits it (12: brain-volume
+    reading off by 14 ml at L1 0.47; 24: 29 ml, 0.42; 6: the re-rendered texture comes back, 1.01).
     """
 
     share: float = 0.3

@@ -118,7 +118,8 @@ class CounterfactualPipeline:
         config = config or CounterfactualConfig.for_checkpoint(ckpt)
         device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
         model = CausalDiffAE.from_checkpoint(ckpt).to(device)
-        return cls(model, capture=capture, site_banks=load_site_banks(ckpt), **{**switches(config), **{k: v for k, v in switches_.items() if v is not None}})
+        given = {k: v for k, v in switches_.items() if v is not None}
+        return cls(model, capture=capture, site_banks=load_site_banks(ckpt), **{**switches(config), **given})
 
     @property
     def device(self) -> torch.device:

@@ -2,7 +2,7 @@
 
 A binary node's finding can be local with an exogenous site and appearance: a lesion-free image cannot say where a
 lesion would be or what it would look like, and the causal latent of a model trained on images alone need not carry
-either (ablation.md section 7). They are therefore an exogenous code of their own, kept outside the network:
+either (docs/DESIGN.md, "Site codes"). They are therefore an exogenous code of their own, kept outside the network:
 
 - **abducted** from an image that shows the finding by removing it: the site is where do(node=0) changes the image
   most (the brightest 3×3-smoothed |x − x̂(do(node=0))|, with that change's signed height), the appearance is the
@@ -38,10 +38,10 @@ from causaldiff.diffusion.schedule import DDIMTables
 class TransplantSettings:
     """How a banked finding is transplanted; lengths are pixels of a 32 px image, scaled with the image size.
 
-    The values were measured on the brain world (guidance.md, "A transplant instead of a nudge"; ablation.md
-    section 9): a disk of 3.5 px holds its lesions, a 7 px window their appearance; at w = 1 the decoder erases half
-    of a transplanted lesion (``guidance`` 3 keeps it), and a removal decoded at w = 1 leaves part of the lesion, so
-    the banked change is weaker (``removal_guidance`` 2: 76 % → 92 % of do(lesion=1) read back).
+    The values were measured on the brain world (docs/results.md, "Decisions"): a disk of 3.5 px holds its lesions,
+    a 7 px window their appearance; at w = 1 the decoder erases half of a transplanted lesion (``guidance`` 3 keeps
+    it), and a removal decoded at w = 1 leaves part of the lesion, so the banked change is weaker
+    (``removal_guidance`` 2: 76 % → 92 % of do(lesion=1) read back).
     """
 
     disk_px: float = 3.5  # radius of the disk around the site where guidance acts and pixels may change

@@ -51,7 +51,7 @@ def diffae_loss(model, batch: dict, kl_weight: float = 1.0, beta_z: float = 1.0,
     ``focus_weight > 0`` weighs each pixel's error by ``1 + focus_weight * focus`` where the batch carries a focus mask
     ``batch["focus"]`` (B, 1, H, W) (the pixels a small finding changes; :class:`CausalDataModule` ``focus``): a
     lesion of ~18 pixels of 1,024 otherwise barely enters the mean loss, and a decoder so trained draws one from fresh
-    noise in only about half the samples whose latents ask for one (ablation.md sections 7, 13 and 14).
+    noise in only about half the samples whose latents ask for one (CHANGELOG.md, brain32 v5).
 
     ``latent_noise`` scales the posterior noise in the latents the decoder and read-out see: 1 is the reparameterised
     sample; 0 the posterior mean (deterministic, as DiffAE's semantic encoder), which lets small offsets of z carry
