@@ -166,9 +166,10 @@ def capture_row(model: CausalDiffAE, size: int, steps: int) -> dict:
     tables = sample_tables(model.scheduler_config, steps, "cuda")
     with torch.no_grad():
         eager = best_of(lambda: ddim_loop(model.eps, x, cond, tables), 3, "cuda")
-        loop = CapturedLoop(model.eps, x, cond, tables)
-        captured = best_of(lambda: loop(x, cond), 3, "cuda")
-        err = (loop(x, cond).float() - ddim_loop(model.eps, x, cond, tables).float()).abs().max().item()
+        inputs = {"x": x, "cond": cond, "null": None, "residuals": None}
+        loop = CapturedLoop(ddim_loop, model.eps, inputs, {"tables": tables})
+        captured = best_of(lambda: loop(inputs), 3, "cuda")
+        err = (loop(inputs).float() - ddim_loop(model.eps, x, cond, tables).float()).abs().max().item()
     return {"size": size, "dtype": str(dtype).replace("torch.", ""), "batch": 64, "steps": steps,
             "eager_images_per_s": round(64 / eager, 1), "captured_images_per_s": round(64 / captured, 1),
             "speedup": round(eager / captured, 2), "max_abs_diff": err}

@@ -19,3 +19,22 @@ def tiny_model(world: str = "pendulum", size: int = 16, n: int = 128, seed: int 
     model.scm.fit(dm.train_labels(), steps=50)
     batch = next(iter(dm.val_dataloader()))
     return model.eval(), batch
+
+
+def brain_with_banks():
+    """A tiny brain model whose lesion=1 bank holds deviations near 5, and lesion-free / lesion images."""
+    model, _ = tiny_model("brain", n=256)
+    d = model.latent_dim
+    torch.manual_seed(0)
+    ones = {n: torch.ones(20) for n in model.graph.order}
+    model.exogenous.update(5.0 + 0.1 * torch.randn(20, len(model.graph), d), ones, ones)
+    model.exogenous.banks["lesion"].written[0] = 20  # class 0 too, so do(lesion=0) draws (zeros)
+    from causaldiff.data.worlds import get_world
+    from causaldiff.pixels import to_unit
+
+    world = get_world("brain", 16)
+    exo, labels = world.sample(400, seed=3)
+    x = to_unit(world.render(exo, labels))
+    neg, pos = (torch.nonzero(labels["lesion"] == c).flatten()[:3] for c in (0, 1))
+    take = lambda idx: (x[idx], {k: v[idx] for k, v in labels.items()})  # noqa: E731
+    return model, take(neg), take(pos)

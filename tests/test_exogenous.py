@@ -9,7 +9,12 @@ from causaldiff.inference.pipeline import CounterfactualPipeline
 from causaldiff.models.causal_diffae import CausalDiffAE
 from causaldiff.models.exogenous import ClassBank
 from causaldiff.training.module import CausalDiffAEModule
-from tests.helpers import TINY, tiny_model
+from tests.helpers import TINY, brain_with_banks, tiny_model
+
+
+@pytest.fixture(scope="module")
+def brain():
+    return brain_with_banks()
 
 
 def test_class_bank_keeps_the_latest_deviations_per_class_and_samples_them_seeded():
@@ -29,26 +34,6 @@ def test_class_bank_keeps_the_latest_deviations_per_class_and_samples_them_seede
     bank.update(r[:2] + 100, torch.tensor([0, 0]), torch.tensor([1, 0]))  # the second row is not seen
     assert bank.written.tolist() == [6, 1]
     torch.testing.assert_close(bank.bank[0], torch.stack([r[5], r[0] + 100, r[3], r[4]]))  # the oldest (r2) goes
-
-
-@pytest.fixture(scope="module")
-def brain():
-    """A tiny brain model whose lesion=1 bank holds deviations near 5, and lesion-free / lesion images."""
-    model, _ = tiny_model("brain", n=256)
-    d = model.latent_dim
-    torch.manual_seed(0)
-    ones = {n: torch.ones(20) for n in model.graph.order}
-    model.exogenous.update(5.0 + 0.1 * torch.randn(20, len(model.graph), d), ones, ones)
-    model.exogenous.banks["lesion"].written[0] = 20  # class 0 too, so do(lesion=0) draws (zeros)
-    from causaldiff.data.worlds import get_world
-    from causaldiff.pixels import to_unit
-
-    world = get_world("brain", 16)
-    exo, labels = world.sample(400, seed=3)
-    x = to_unit(world.render(exo, labels))
-    neg, pos = (torch.nonzero(labels["lesion"] == c).flatten()[:3] for c in (0, 1))
-    take = lambda idx: (x[idx], {k: v[idx] for k, v in labels.items()})  # noqa: E731
-    return model, take(neg), take(pos)
 
 
 def test_switching_a_class_draws_the_code_from_its_prior_seeded(brain):

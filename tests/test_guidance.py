@@ -4,27 +4,12 @@ import pytest
 import torch
 
 from causaldiff.inference.pipeline import CounterfactualPipeline
-from tests.helpers import tiny_model
+from tests.helpers import brain_with_banks
 
 
 @pytest.fixture(scope="module")
 def brain():
-    """A tiny brain model whose lesion=1 bank holds deviations near 5, and lesion-free / lesion images."""
-    model, _ = tiny_model("brain", n=256)
-    d = model.latent_dim
-    torch.manual_seed(0)
-    ones = {n: torch.ones(20) for n in model.graph.order}
-    model.exogenous.update(5.0 + 0.1 * torch.randn(20, len(model.graph), d), ones, ones)
-    model.exogenous.banks["lesion"].written[0] = 20  # class 0 too, so do(lesion=0) draws (zeros)
-    from causaldiff.data.worlds import get_world
-    from causaldiff.pixels import to_unit
-
-    world = get_world("brain", 16)
-    exo, labels = world.sample(400, seed=3)
-    x = to_unit(world.render(exo, labels))
-    neg, pos = (torch.nonzero(labels["lesion"] == c).flatten()[:3] for c in (0, 1))
-    take = lambda idx: (x[idx], {k: v[idx] for k, v in labels.items()})  # noqa: E731
-    return model, take(neg), take(pos)
+    return brain_with_banks()
 
 
 def test_guidance_amplifies_only_the_intervened_change_and_leaves_a_no_op_alone(brain):

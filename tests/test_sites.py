@@ -3,18 +3,9 @@
 import pytest
 import torch
 
+from causaldiff.diffusion.transplant import TransplantSettings, place_patches, site_disk
 from causaldiff.inference.pipeline import CounterfactualPipeline
-from causaldiff.inference.sites import (
-    SiteBank,
-    Sites,
-    TransplantSettings,
-    change_peaks,
-    fit_site_banks,
-    load_site_banks,
-    patches_at,
-    place_patches,
-    site_disk,
-)
+from causaldiff.inference.sites import SiteBank, change_peaks, fit_site_banks, load_site_banks, patches_at
 from tests.helpers import tiny_model
 
 
@@ -56,9 +47,9 @@ def test_a_patch_taken_at_a_site_is_put_back_there_and_the_disk_scales_with_the_
     patches = patches_at(change, where, TransplantSettings().patch_side(64))
     assert patches.shape == (2, 1, 13, 13)  # 7 px at 32 px, 13 at 64
     assert patches[0, 0, 6, 6].item() == pytest.approx(0.7) and patches[1, 0, 6, 6].item() == pytest.approx(0.7)
-    placed = place_patches(Sites(where, patches), 64)
+    placed = place_patches(where, patches, 64)
     assert (placed - change).abs().amax() < 1e-6  # what the windows held comes back in place
-    nothing = place_patches(Sites(torch.full((1, 3), float("nan")), patches[:1]), 64)
+    nothing = place_patches(torch.full((1, 3), float("nan")), patches[:1], 64)
     assert nothing.abs().sum() == 0  # NaN row: nothing drawn
     disk = site_disk(torch.cat([where[:1], torch.full((1, 3), float("nan"))]), 64, disk_px=2.5)
     assert disk.shape == (2, 1, 64, 64) and disk[0, 0, 16, 48]

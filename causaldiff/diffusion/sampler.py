@@ -91,50 +91,47 @@ def retrace(eps_fn: EpsFn, x: Tensor, cond: Tensor, invert: DDIMTables, sample: 
     return path[0], torch.stack(residuals)
 
 
-class CapturedLoop:
-    """A whole DDIM loop captured once as a CUDA graph on static buffers and replayed per call.
+Inputs = dict[str, Tensor | None]
 
-    Built for fixed (shape, tables, guidance); ``__call__(x, cond, null, residuals)`` copies into the static inputs,
-    replays, and returns a copy of the static output. ``null`` (1 or B, E), what guidance pushes away from, is an
-    input too (guidance against each image's factual condition changes it every call), and so are ``residuals``.
-    :class:`LoopRunner` captures automatically, with eager fall-back.
+
+class CapturedLoop:
+    """A whole sampling loop ``loop(eps_fn, **inputs, **static)`` captured once as a CUDA graph on static copies of
+    its tensor ``inputs`` (None: absent) and replayed per call; ``static`` holds its other arguments (tables,
+    weights, settings), fixed for the capture. ``__call__(inputs)`` copies into the static inputs, replays, and
+    returns a copy of the output (a tensor or a tuple of tensors). :class:`LoopRunner` captures automatically.
     """
 
-    def __init__(self, eps_fn: EpsFn, x: Tensor, cond: Tensor, tables: DDIMTables, guidance: float = 1.0,
-                 null: Tensor | None = None, fixed_point_iters: int = 0, residuals: Tensor | None = None,
-                 warmup: int = 2):
-        if not x.is_cuda:
+    def __init__(self, loop: Callable, eps_fn: EpsFn, inputs: Inputs, static: dict, warmup: int = 2):
+        device = next(t.device for t in inputs.values() if t is not None)
+        if device.type != "cuda":
             raise RuntimeError("CUDA graph capture needs CUDA tensors")
-        self.tables = tables.to(x.device)
-        self.static_x, self.static_cond = x.clone(), cond.clone()
-        self.null = None if null is None else null.detach().expand_as(cond).clone()
-        self.residuals = None if residuals is None else residuals.clone()
-        args = (self.tables, guidance, self.null, None, fixed_point_iters, self.residuals)
+        static = {k: v.to(device) if isinstance(v, DDIMTables) else v for k, v in static.items()}
+        self.inputs = {k: None if t is None else t.clone() for k, t in inputs.items()}
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream), torch.no_grad():
             for _ in range(warmup):  # cuDNN / Triton autotuning happens outside the capture
-                ddim_loop(eps_fn, self.static_x, self.static_cond, *args)
+                loop(eps_fn, **self.inputs, **static)
         torch.cuda.current_stream().wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph), torch.no_grad():
-            self.static_out = ddim_loop(eps_fn, self.static_x, self.static_cond, *args)
+            self.out = loop(eps_fn, **self.inputs, **static)
 
-    def __call__(self, x: Tensor, cond: Tensor, null: Tensor | None = None, residuals: Tensor | None = None) -> Tensor:
-        self.static_x.copy_(x)
-        self.static_cond.copy_(cond)
-        if self.null is not None:
-            self.null.copy_(null.expand_as(cond))
-        if self.residuals is not None:
-            self.residuals.copy_(residuals)
+    def __call__(self, inputs: Inputs):
+        for name, buffer in self.inputs.items():
+            if buffer is not None:
+                buffer.copy_(inputs[name])
         self.graph.replay()
-        return self.static_out.clone()
+        return tuple(t.clone() for t in self.out) if isinstance(self.out, tuple) else self.out.clone()
 
 
 class LoopRunner:
-    """Runs DDIM loops eagerly, or (``capture=True`` on CUDA) through cached :class:`CapturedLoop` s.
+    """Runs sampling loops eagerly, or (``capture=True`` on CUDA) through cached :class:`CapturedLoop` s, one per
+    (loop, network, input shapes, static arguments).
 
-    A capture that fails (an op that cannot be captured) warns once and falls back to eager for good.
+    ``runner(eps_fn, x, cond, tables, ...)`` runs :func:`ddim_loop`; :meth:`run` any loop whose tensor arguments are
+    named in ``inputs`` (the masked, transplant and retrace loops). A capture that fails (an op that cannot be
+    captured) warns once and falls back to eager for good.
     """
 
     def __init__(self, capture: bool = False):
@@ -143,18 +140,23 @@ class LoopRunner:
 
     def __call__(self, eps_fn: EpsFn, x: Tensor, cond: Tensor, tables: DDIMTables, guidance: float = 1.0,
                  null: Tensor | None = None, fixed_point_iters: int = 0, residuals: Tensor | None = None) -> Tensor:
-        args = (tables, guidance, null, None, fixed_point_iters, residuals)
-        if not (self.capture and x.is_cuda):
-            return ddim_loop(eps_fn, x, cond, *args)
+        null = None if null is None else null.expand_as(cond)
+        return self.run(ddim_loop, eps_fn, {"x": x, "cond": cond, "null": null, "residuals": residuals},
+                        tables=tables, guidance=guidance, fixed_point_iters=fixed_point_iters)
+
+    def run(self, loop: Callable, eps_fn: EpsFn, inputs: Inputs, **static):
+        """``loop(eps_fn, **inputs, **static)``, captured on CUDA when asked."""
+        first = next(t for t in inputs.values() if t is not None)
+        if not (self.capture and first.is_cuda):
+            return loop(eps_fn, **inputs, **static)
         # one runner serves one model; tables are cached by the caller, so their identity names the schedule
-        key = (id(eps_fn), tuple(x.shape), x.dtype, id(tables), guidance, null is not None, fixed_point_iters,
-               residuals is not None)
+        key = (loop, id(eps_fn), *((k, None if t is None else (tuple(t.shape), t.dtype)) for k, t in inputs.items()),
+               *sorted((k, id(v) if isinstance(v, DDIMTables) else v) for k, v in static.items()))
         if key not in self._graphs:
             try:
-                self._graphs[key] = CapturedLoop(eps_fn, x, cond, tables, guidance, null, fixed_point_iters,
-                                                 residuals)
+                self._graphs[key] = CapturedLoop(loop, eps_fn, inputs, static)
             except Exception as e:  # noqa: BLE001 - any capture failure falls back to eager
                 warnings.warn(f"CUDA graph capture failed ({e}); sampling eagerly", stacklevel=2)
                 self.capture = False
-                return ddim_loop(eps_fn, x, cond, *args)
-        return self._graphs[key](x, cond, null, residuals)
+                return loop(eps_fn, **inputs, **static)
+        return self._graphs[key](inputs)

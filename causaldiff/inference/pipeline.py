@@ -29,8 +29,9 @@ from causaldiff.checkpoint import as_checkpoint
 from causaldiff.diffusion.masked import MaskSettings, masked_loop
 from causaldiff.diffusion.sampler import LoopRunner, retrace
 from causaldiff.diffusion.schedule import DDIMTables, add_noise, invert_tables, sample_tables
+from causaldiff.diffusion.transplant import TransplantSettings, transplant_loop
 from causaldiff.inference.config import CounterfactualConfig
-from causaldiff.inference.sites import SiteBank, Sites, TransplantSettings, load_site_banks, site_loop
+from causaldiff.inference.sites import SiteBank, Sites, load_site_banks
 from causaldiff.interventions import Intervention, resolve
 from causaldiff.models.causal_diffae import CausalDiffAE
 
@@ -141,7 +142,8 @@ class CounterfactualPipeline:
         if self.inversion == "none":  # a sample of q(x_T | x)
             noise = add_noise(x, torch.randn(x.shape, generator=generator).to(x.device), tables.a_to[-1])
         elif self.inversion == "residual":
-            noise, residuals = retrace(m.eps, x, cond, tables, self._schedule("sample", steps))
+            noise, residuals = self.run_loop.run(retrace, m.eps, {"x": x, "cond": cond}, invert=tables,
+                                                 sample=self._schedule("sample", steps))
         else:
             noise = self.run_loop(m.eps, x, cond, tables, fixed_point_iters=self.inversion_iters)
         return Abduction(labels, z, mu_s, noise, residuals, self.depth)
@@ -201,9 +203,11 @@ class CounterfactualPipeline:
         part = lambda t, rows: None if t is None else t[:, rows]  # noqa: E731 (residuals are (S, B, ...))
         cf_x = torch.empty_like(noise)
         d = on.to(dev)
-        cf_x[d] = site_loop(m.eps, noise[d], m.condition(cf_z[d], s[d]), m.condition(z[d], s[d]), tables,
-                            Sites(sites.where[on], sites.patches[on]), self.transplant,
-                            m.scheduler_config["num_train_timesteps"], residuals=part(residuals, d))
+        inputs = {"noise": noise[d], "c_cf": m.condition(cf_z[d], s[d]), "c_f": m.condition(z[d], s[d]),
+                  "where": sites.where[on].to(dev), "patches": sites.patches[on].to(dev, noise.dtype),
+                  "residuals": part(residuals, d)}
+        cf_x[d] = self.run_loop.run(transplant_loop, m.eps, inputs, tables=tables, settings=self.transplant,
+                                    bump_at=self.transplant.step(tables, m.scheduler_config["num_train_timesteps"]))
         if len(rest):
             r = rest.to(dev)
             cf_x[r] = self.decode(noise[r], cf_z[r], s[r], steps, guidance, z[r], part(residuals, r), depth=depth)
@@ -221,8 +225,9 @@ class CounterfactualPipeline:
         if z is None and (keep or guidance != 1.0):
             raise ValueError("guidance and keep_unchanged act against the factual condition: they need its latents z")
         if keep:
-            return masked_loop(m.eps, noise, cond, m.condition(z, s), tables, guidance, self.mask,
-                               residuals=residuals).clamp(-1, 1)
+            inputs = {"noise": noise, "c_cf": cond, "c_f": m.condition(z, s), "residuals": residuals}
+            return self.run_loop.run(masked_loop, m.eps, inputs, tables=tables, guidance=guidance,
+                                     mask=self.mask).clamp(-1, 1)
         null = None if guidance == 1.0 else m.condition(z, s)
         return self.run_loop(m.eps, noise, cond, tables, guidance=guidance, null=null,
                              residuals=residuals).clamp(-1, 1)

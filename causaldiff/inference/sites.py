@@ -11,14 +11,10 @@ either (docs/DESIGN.md, "Site codes"). They are therefore an exogenous code of t
   seeded, so several seeds give several plausible counterfactuals;
 - **stored** in the checkpoint (:func:`fit_site_banks` at export, :func:`load_site_banks` at inference), so
   inference never reads training images;
-- **decoded** by :func:`site_loop`: the image follows its factual decoding until the first sampling step at or
-  below ``TransplantSettings.at`` of the training timesteps, where the banked change is added to x_t at the drawn
-  site (x_t += sqrt(ā_t) · patch: an x0 edit, a lesion transplant); from there guidance w acts inside a disk around
-  the site and every pixel outside the disk is taken from the factual decoding (the RePaint replacement of Lugmayr
-  et al., 2022, with the known region given by the site), so the rest of the image is the factual decoding exactly
-  (with residual abduction: the source itself). A late transplant keeps the real finding's size and contrast; a
-  nudge the decoder has to grow (a Gaussian bump at t = 0.1 T) draws blobs of every size, from none to several times
-  a real one, and a classifier trained on them finds fewer real lesions (docs/results.md, "Lesions").
+- **decoded** by :func:`~causaldiff.diffusion.transplant.transplant_loop`: added late at the drawn site, guided
+  inside a disk around it, the rest of the image the factual decoding exactly (with residual abduction: the source
+  itself). A late transplant keeps the real finding's size and contrast; a nudge the decoder has to grow draws
+  blobs of every size, and a classifier trained on them finds fewer real lesions (docs/results.md, "Decisions").
 """
 
 from __future__ import annotations
@@ -29,31 +25,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from causaldiff.diffusion.kernels import ddim_update
-from causaldiff.diffusion.sampler import EpsFn
-from causaldiff.diffusion.schedule import DDIMTables
-
-
-@dataclass(frozen=True)
-class TransplantSettings:
-    """How a banked finding is transplanted; lengths are pixels of a 32 px image, scaled with the image size.
-
-    The values were measured on the brain world (docs/results.md, "Decisions"): a disk of 3.5 px holds its lesions,
-    a 7 px window their appearance; at w = 1 the decoder erases half of a transplanted lesion (``guidance`` 3 keeps
-    it), and a removal decoded at w = 1 leaves part of the lesion, so the banked change is weaker
-    (``removal_guidance`` 2: 76 % → 92 % of do(lesion=1) read back).
-    """
-
-    disk_px: float = 3.5  # radius of the disk around the site where guidance acts and pixels may change
-    patch_px: int = 7  # side of the banked appearance window (kept odd)
-    at: float = 0.05  # the transplant's timestep, as a fraction of the training timesteps
-    gain: float = 1.0  # the transplanted change over the banked one
-    guidance: float = 3.0  # guidance weight inside the disk
-    removal_guidance: float = 2.0  # guidance of the masked removal that abducts a site (abduct_sites)
-
-    def patch_side(self, size: int) -> int:
-        """The (odd) side of an appearance window for images of ``size`` px."""
-        return 2 * round((self.patch_px // 2) * size / 32) + 1
+from causaldiff.diffusion.transplant import take, windows
 
 
 @dataclass
@@ -84,43 +56,9 @@ def change_peaks(x: Tensor, removed: Tensor) -> Tensor:
     return torch.stack([(rows + 0.5) / size, (cols + 0.5) / size, change.gather(1, i[:, None])[:, 0]], 1)
 
 
-def _windows(where: Tensor, size: int, p: int) -> tuple[Tensor, Tensor]:
-    """(B, p) row and column indices of the p × p window centred on each site of ``where`` (B, 3) in an image of
-    ``size`` px (NaN rows: the centre's window); indices may fall outside [0, size)."""
-    centre = (where[:, :2].nan_to_num(0.5) * size).long().clamp(0, size - 1)
-    offsets = torch.arange(p, device=where.device) - p // 2
-    return centre[:, :1] + offsets, centre[:, 1:] + offsets
-
-
-def _take(img: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
-    """(B, C, n, m): img[b, :, rows[b], cols[b]] for index grids rows (B, n) and cols (B, m) of img (B, C, H, H),
-    zero where an index falls outside the image."""
-    h = img.shape[-1]
-    inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < h))[:, None, :]
-    b = torch.arange(len(img), device=img.device)[:, None, None]
-    taken = img.permute(0, 2, 3, 1)[b, rows.clamp(0, h - 1)[:, :, None], cols.clamp(0, h - 1)[:, None, :]]
-    return torch.where(inside[..., None], taken, 0.0).permute(0, 3, 1, 2)
-
-
 def patches_at(change: Tensor, where: Tensor, side: int) -> Tensor:
     """(B, C, side, side) windows of ``change`` (B, C, H, W) centred on each site of ``where`` (B, 3), zero-padded."""
-    return _take(change, *_windows(where.to(change.device), change.shape[-1], side))
-
-
-def place_patches(sites: Sites, size: int) -> Tensor:
-    """(B, C, size, size): each drawn image's patch centred on its site, zero elsewhere (and for undrawn images)."""
-    rows, cols = _windows(sites.where, size, sites.patches.shape[-1])
-    pixels = torch.arange(size, device=rows.device)[None, :]
-    placed = _take(sites.patches, pixels - rows[:, :1], pixels - cols[:, :1])  # each pixel's index in its window
-    return torch.where(sites.drawn.view(-1, 1, 1, 1), placed, 0.0)
-
-
-def site_disk(where: Tensor, size: int, disk_px: float) -> Tensor:
-    """(B, 1, size, size) bool disk of radius ``disk_px`` (at 32 px) around each site (NaN rows: empty)."""
-    grid = (torch.arange(size, dtype=torch.float32, device=where.device) + 0.5) / size
-    dy = (grid.view(1, -1, 1) - where[:, 0].view(-1, 1, 1)) * size
-    dx = (grid.view(1, 1, -1) - where[:, 1].view(-1, 1, 1)) * size
-    return (dy ** 2 + dx ** 2 <= (disk_px * size / 32) ** 2)[:, None]  # NaN compares False
+    return take(change, *windows(where.to(change.device), change.shape[-1], side))
 
 
 class SiteBank:
@@ -164,41 +102,6 @@ def fit_site_banks(pipe, x: Tensor, labels: dict[str, Tensor], steps: int = 50, 
         kept = where[:, 2].sign() == where[:, 2].median().sign()
         banks[node] = SiteBank(where[kept], patches[kept])
     return banks
-
-
-def site_loop(eps_fn: EpsFn, noise: Tensor, c_cf: Tensor, c_f: Tensor, tables: DDIMTables, sites: Sites,
-              settings: TransplantSettings, train_timesteps: int, residuals: Tensor | None = None) -> Tensor:
-    """DDIM decoding of ``noise`` (B, C, H, W) that transplants a finding at each image's site of ``sites`` (every
-    row drawn; :meth:`CounterfactualPipeline.predict` decodes the others its own way).
-
-    Each image follows the factual decoding x^f (under ``c_f``) until the first step with t <= ``settings.at`` ×
-    ``train_timesteps``, where ``settings.gain`` × its placed patch is added (x_t += sqrt(ā_t) patch); after it,
-    ``eps = eps_f + W (eps_cf - eps_f)`` with W = ``settings.guidance`` inside the site's disk, and every pixel
-    outside the disk is replaced by x^f's (RePaint).
-    ``residuals`` (S, B, C, H, W) of an exact abduction are added after each step to both paths. One network call
-    of B a step before the transplant, of 3B after it; no host sync inside the loop.
-    """
-    if not bool(sites.drawn.all()):
-        raise ValueError("site_loop transplants at every image's site; decode the images without one elsewhere")
-    size = noise.shape[-1]
-    bump = settings.gain * place_patches(sites, size).to(noise.device, noise.dtype)
-    disk = site_disk(sites.where.to(noise.device), size, settings.disk_px)
-    weight = torch.where(disk, settings.guidance, 0.0).to(noise.dtype)
-    due = torch.nonzero(tables.t.cpu() <= round(settings.at * train_timesteps)).flatten()
-    bump_at = int(due[0]) if len(due) else len(tables.t)  # the step index, found once: no host sync in the loop
-    x = x_f = noise
-    for i, step in enumerate(tables.to(noise.device).steps(noise.shape[0])):
-        r = 0.0 if residuals is None else residuals[i]
-        if i < bump_at:  # still the factual decoding
-            x = x_f = ddim_update(x_f, eps_fn(x_f, step.t, c_f), None, step) + r
-            continue
-        if i == bump_at:
-            x = x + step.a_from.sqrt() * bump
-        eps_cf, eps_f, eps_ff = eps_fn(torch.cat([x, x, x_f]), torch.cat([step.t] * 3),
-                                       torch.cat([c_cf, c_f, c_f])).chunk(3)
-        x_f = ddim_update(x_f, eps_ff, None, step) + r
-        x = torch.where(disk, ddim_update(x, torch.addcmul(eps_f, weight, eps_cf - eps_f), None, step) + r, x_f)
-    return x
 
 
 @torch.no_grad()
