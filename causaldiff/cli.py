@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from causaldiff.commands import augment, counterfactual, data, demo, evaluate, grid, models
+from causaldiff.commands import augment, counterfactual, data, demo, evaluate, grid, models, report
 
 TRAINING = {"fit": "train a CausalDiffAE from a YAML config", "validate": "validate a trained model",
             "test": "test a trained model",
             "fit-predictor": "train the anti-causal predictor used by evaluate (data section of a fit config)"}
-COMMANDS = (data, grid, counterfactual, evaluate, augment, models, demo)
+COMMANDS = (data, grid, counterfactual, evaluate, augment, report, models, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

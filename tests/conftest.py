@@ -32,7 +32,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
-    """Train configs/tiny.yaml for 300 steps once per test run; returns the run folder."""
+    """Train configs/tiny.yaml for 300 steps once per test run, with its quality report; returns the run folder."""
     from pathlib import Path
 
     from causaldiff.cli import main
@@ -42,7 +42,7 @@ def tiny_run(tmp_path_factory):
     cwd = os.getcwd()
     os.chdir(root)
     try:
-        main(["fit", "--config", str(config), "--trainer.max_steps=300"])
+        main(["fit", "--config", str(config), "--trainer.max_steps=300", "--report.n=16", "--report.steps=4"])
     finally:
         os.chdir(cwd)
     return root / "runs" / "tiny"

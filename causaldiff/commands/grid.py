@@ -21,6 +21,8 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from causaldiff.inference.grid import write_grid
+
     if not args.all_nodes and not (args.node and args.values):
         raise ValueError("give --node and --values, or --all-nodes")
     values = None if args.all_nodes else common.floats(args.values, "--values")
@@ -33,19 +35,3 @@ def run(args: argparse.Namespace) -> None:
     write_grid(pipe, inp, nodes, values, opts, Path(args.out))
     print(f"wrote {args.out} ({len(nodes)} block(s), {inp.x.shape[0]} rows) and {Path(args.out).with_suffix('.csv')} "
           f"in {time.perf_counter() - t0:.1f} s")
-
-
-def write_grid(pipe, inp, nodes: list[str], values: list[float] | None, opts, out: Path) -> None:
-    """One block per node (``values``, or each node's observed range), stacked into ``out`` (+ ``.csv``)."""
-    from causaldiff.inference.grid import intervention_grid, node_values
-    from causaldiff.io import atomic_write_text, csv_text
-    from causaldiff.viz import save_png, stack_vertical
-
-    blocks, records = [], []
-    for node in nodes:
-        img, recs = intervention_grid(pipe, inp.x, inp.labels, node, values or node_values(pipe.model, node), opts)
-        blocks.append(img)
-        records += [{"node": node, "source": inp.names[r["row"]], **r} for r in recs]
-    save_png(stack_vertical(blocks), out)
-    header = list(records[0])
-    atomic_write_text(out.with_suffix(".csv"), csv_text(header, [[r[h] for h in header] for r in records]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from PIL import Image
 from torch import Tensor
@@ -9,7 +11,8 @@ from torch import Tensor
 from causaldiff.inference.batch import intervention_columns
 from causaldiff.inference.config import CounterfactualConfig
 from causaldiff.inference.pipeline import CounterfactualPipeline
-from causaldiff.viz import grid_image
+from causaldiff.io import atomic_write_text, csv_text
+from causaldiff.viz import grid_image, save_png, stack_vertical
 
 
 def node_values(model, node: str, k: int = 5) -> list[float]:
@@ -38,3 +41,16 @@ def intervention_grid(pipe: CounterfactualPipeline, x: Tensor, labels: dict | No
             rec.update({k: float(v[i]) for k, v in cf_labels.items()})
             records.append(rec)
     return grid_image([x.cpu(), *[c[0] for c in cols]], ["factual", "recon", *dos[1:]]), records
+
+
+def write_grid(pipe: CounterfactualPipeline, inp, nodes: list[str], values: list[float] | None,
+               opts: CounterfactualConfig, out: Path) -> None:
+    """One block per node (``values``, or each node's observed range), stacked into ``out`` (+ ``.csv``)."""
+    blocks, records = [], []
+    for node in nodes:
+        img, recs = intervention_grid(pipe, inp.x, inp.labels, node, values or node_values(pipe.model, node), opts)
+        blocks.append(img)
+        records += [{"node": node, "source": inp.names[r["row"]], **r} for r in recs]
+    save_png(stack_vertical(blocks), out)
+    header = list(records[0])
+    atomic_write_text(out.with_suffix(".csv"), csv_text(header, [[r[h] for h in header] for r in records]))

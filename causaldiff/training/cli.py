@@ -40,6 +40,9 @@ class RootedCLI(LightningCLI):
 
 class CausalCLI(RootedCLI):
     def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--report.n", type=int, default=64,
+                            help="held-out items of the quality report written at the end of fit (0: none)")
+        parser.add_argument("--report.steps", type=int, default=20, help="DDIM steps of that report")
         parser.link_arguments("data.size", "model.image_size")
         parser.link_arguments("data.graph_spec", "model.graph", apply_on="instantiate")
         parser.link_arguments("data.label_stats", "model.label_stats", apply_on="instantiate")
@@ -103,9 +106,24 @@ def run_lightning_cli(argv: list[str]) -> None:
             PredictorCLI(PredictorModule, CausalDataModule, args=["fit", *_data_only(argv[1:], Path(tmp))],
                          seed_everything_default=0, save_config_kwargs={"overwrite": True})
         return
-    CausalCLI(
+    cli = CausalCLI(
         CausalDiffAEModule, CausalDataModule, args=argv, seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
         trainer_defaults={"logger": {"class_path": "pytorch_lightning.loggers.CSVLogger",
                                      "init_args": {"save_dir": DEFAULT_LOG_DIR}}},
     )
+    if argv[0] == "fit":
+        write_report(cli)
+
+
+def write_report(cli: CausalCLI) -> None:
+    """The quality report of the fit's last checkpoint, in ``<root>/report`` (rank zero; ``--report.n=0``: none)."""
+    settings = cli.config["fit"]["report"]
+    last = cli.trainer.checkpoint_callback.last_model_path if cli.trainer.checkpoint_callback else ""
+    if settings.n <= 0 or not cli.trainer.is_global_zero or not last:
+        return
+    from causaldiff.evaluation.quality_report import quality_report, summary
+
+    out = Path(last).parent.parent / "report"
+    report = quality_report(last, out, settings.n, settings.steps)
+    print(summary(report) + f"\nquality report: {out / 'report.md'}")
