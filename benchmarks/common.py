@@ -16,17 +16,18 @@ from causaldiff.inference.config import CounterfactualConfig
 
 
 def add_config_args(ap: argparse.ArgumentParser) -> None:
-    """The recommendable settings as flags (default: the checkpoint's recommendation, else the config's default)."""
+    """The recommendable settings as flags (default: the checkpoint's recommendation, else the config's default),
+    but ``--steps``: each benchmark sets its own step count."""
     sub = argparse.ArgumentParser(add_help=False)
     CounterfactualConfig.add_arguments(sub)
     for action in sub._actions:
-        if action.dest in CounterfactualConfig.recommendable():
+        if action.dest in CounterfactualConfig.recommendable() and action.dest != "steps":
             ap._add_action(action)
 
 
 def config_for(checkpoint, args: argparse.Namespace, **fixed) -> CounterfactualConfig:
     """The checkpoint's config under the flags of :func:`add_config_args` and the benchmark's ``fixed`` fields."""
-    given = {k: getattr(args, k, None) for k in CounterfactualConfig.recommendable()}
+    given = {k: getattr(args, k, None) for k in CounterfactualConfig.recommendable() if k not in fixed}
     return CounterfactualConfig.for_checkpoint(checkpoint, **given, **fixed)
 
 

@@ -68,7 +68,7 @@ def test_every_field_reaches_the_cli_the_recommendation_the_plan_and_the_report(
         assert name in report["meta"]["config"], name  # in the report
         assert name in plan_config(config) or name == "device", name  # in augment's plan (the device shapes no image)
     assert report["meta"]["config"] == config.asdict()
-    assert set(CounterfactualConfig.recommendable()) == {"guidance", "depth", "inversion", "keep_unchanged"}
+    assert set(CounterfactualConfig.recommendable()) == {"steps", "guidance", "depth", "inversion", "keep_unchanged"}
     assert check_recommendation(dict.fromkeys(CounterfactualConfig.recommendable(), 1)) is not None
     assert first_difference({"a": 1, "b": 2}, {"a": 1, "b": 3}) == "b" and first_difference({"a": 1}, {"a": 1}) is None
 

@@ -321,5 +321,55 @@ def test_a_folder_focus_reads_each_rows_mask_and_refuses_what_it_cannot_read(tmp
     with pytest.raises(ValueError, match=r"missing column\(s\) \['sex_mask'\]"):
         FolderDataset(plain, GRAPH, focus="sex")
     (root / "labels.csv").write_text("file,age,sex,size,sex_mask\na.png,50,1,3.5,gone.png\n")
-    with pytest.raises(FileNotFoundError, match="image listed in labels.csv not found: .*gone.png"):
+    with pytest.raises(FileNotFoundError, match=r"labels.csv, row 2: sex_mask image not found: .*gone.png"):
         FolderDataset(root, GRAPH, focus="sex")
+
+
+def test_real_folders_exif_palette_la_sixteen_bit_and_odd_shapes(tmp_path):
+    """What real folders hold reads as the image a viewer shows: EXIF rotation applied, palette and LA PNGs,
+    16-bit greyscale kept, and a non-square image padded to a square (black, centred), never stretched or cropped."""
+    root = tmp_path / "d"
+    root.mkdir()
+    tall = np.zeros((40, 20), dtype=np.uint8)
+    tall[:, :] = 255  # a white portrait image: after padding, white in the middle, black bars left and right
+    Image.fromarray(tall).save(root / "tall.png")
+    x = load_image(root / "tall.png", 1, 16)
+    assert x.shape == (1, 16, 16)
+    assert x[0, :, 6:10].min() > 0.9 and x[0, :, :2].max() < -0.9 and x[0, :, -2:].max() < -0.9
+    wide = np.zeros((8, 32, 3), dtype=np.uint8)
+    wide[:, :16] = (255, 0, 0)
+    Image.fromarray(wide).rotate(90, expand=True).save(root / "rotated.jpg", exif=_exif_rotated(6), quality=100)
+    upright = load_image(root / "rotated.jpg", 3, 32)  # stored rotated, flagged "rotate 90° clockwise to view"
+    assert upright[0, 12:20, :16].mean() > 0.8 and upright[0, 12:20, 16:].mean() < -0.5  # red on the left again
+    pal = Image.new("P", (16, 16), 0)
+    pal.putpalette([200, 200, 200] + [0] * 765)
+    pal.save(root / "palette.png")
+    Image.fromarray(np.full((16, 16), 100, dtype=np.uint8)).convert("LA").save(root / "grey_alpha.png")
+    deep = np.full((16, 16), 40000, dtype=np.uint16)
+    Image.fromarray(deep).save(root / "deep.png")
+    torch.testing.assert_close(load_image(root / "palette.png", 1, 16), torch.full((1, 16, 16), 200 / 127.5 - 1),
+                               atol=0.02, rtol=0)
+    torch.testing.assert_close(load_image(root / "grey_alpha.png", 1, 16), torch.full((1, 16, 16), 100 / 127.5 - 1),
+                               atol=0.02, rtol=0)
+    x16, source = read_image(root / "deep.png", 1, 16)
+    assert source == {"depth": 16} and abs(x16.mean().item() - (40000 / 65535 * 2 - 1)) < 1e-4
+
+
+def _exif_rotated(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif.tobytes()
+
+
+def test_csv_with_bom_quotes_extra_columns_and_the_rows_it_refuses(tmp_path):
+    root = make_folder(tmp_path / "d", ["a.png,1,0,1", "b.png,2,1,2"])
+    text = '\ufefffile,age,"sex",size,notes\n"a.png",1,0,1,"first, quoted"\nb.png,2,1,2,\n'
+    (root / "labels.csv").write_text(text, encoding="utf-8")
+    ds = FolderDataset(root, GRAPH)  # the byte-order mark, quotes and an extra column are read as a user means
+    assert [f.name for f in ds.files] == ["a.png", "b.png"] and ds.labels["age"].tolist() == [1.0, 2.0]
+    (root / "labels.csv").write_text("file,age,sex,size\na.png,1,0,1\nb.png,2,1,2\na.png,3,0,1\n")
+    with pytest.raises(ValueError, match=r"labels.csv, rows 2 and 4 name the same file 'a.png'"):
+        FolderDataset(root, GRAPH)
+    (root / "labels.csv").write_text("file,age,sex,size\na.png,1,0,1\ngone.png,2,1,2\n")
+    with pytest.raises(FileNotFoundError, match=r"labels.csv, row 3: image not found: .*gone.png"):
+        FolderDataset(root, GRAPH)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from causaldiff.data.medical import is_medical, is_nifti, load_slice
@@ -24,6 +24,12 @@ def read_labels_csv(root: str | os.PathLike, graph: CausalGraph, csv_name: str =
     root = Path(root)
     path, rows = _rows(root / csv_name, ["file", *graph.order])
     files = [safe_path(root, r["file"], path) for r in rows]
+    first: dict[Path, int] = {}
+    for i, f in enumerate(files):
+        if f in first:
+            raise ValueError(f"{path}, rows {first[f] + 2} and {i + 2} name the same file {rows[i]['file']!r} "
+                             "(one row per image: a duplicate would be counted twice and could sit in two splits)")
+        first[f] = i
     labels = {}
     for name in graph:
         node, vals = graph[name], []
@@ -57,9 +63,9 @@ def _rows(path: Path, required: list[str]) -> tuple[Path, list[dict]]:
     if not path.is_file():
         raise FileNotFoundError(f"label CSV not found: {path}")
     try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-            header = rows[0].keys() if rows else next(csv.reader(open(path)), [])
+        with open(path, newline="", encoding="utf-8-sig") as f:  # a byte-order mark is not part of the header
+            reader = csv.DictReader(f)
+            rows, header = list(reader), reader.fieldnames or []
     except (UnicodeDecodeError, csv.Error) as e:
         raise ValueError(f"{path}: not a readable CSV ({e})") from None
     missing = [c for c in required if c not in header]
@@ -108,7 +114,7 @@ def load_mask(path: Path, size: int) -> torch.Tensor:
     arr = _load_array(path) if _is_array(path) else _read_pillow(path, np.asarray)
     on = torch.from_numpy(np.ascontiguousarray(arr != 0)).float()
     on = on.amax(-1) if on.ndim == 3 else on
-    return torch.nn.functional.adaptive_max_pool2d(on[None], size)
+    return torch.nn.functional.adaptive_max_pool2d(pad_square(on[None]), size)  # padded as its image is
 
 
 def _is_array(path: Path) -> bool:
@@ -128,7 +134,7 @@ def _read_pillow(path: Path, read):
             if im.width * im.height > MAX_PIXELS:
                 raise ValueError(f"{path}: image of {im.width}x{im.height} pixels exceeds the {MAX_PIXELS} limit")
             im.load()
-            return read(im)
+            return read(ImageOps.exif_transpose(im))  # a camera's rotation flag, applied as a viewer would
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"unreadable image {path}: {e}") from None
 
@@ -166,9 +172,20 @@ def _from_unit(x: torch.Tensor, channels: int, size: int) -> torch.Tensor:
         x = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2])[None]
     elif channels == 3 and x.shape[0] == 1:
         x = x.expand(3, -1, -1)
+    x = pad_square(x)
     if x.shape[-2:] != (size, size):
         x = torch.nn.functional.interpolate(x[None], size=(size, size), mode="bilinear", antialias=True)[0]
     return x.clamp(0, 1) * 2 - 1
+
+
+def pad_square(x: torch.Tensor) -> torch.Tensor:
+    """(C, H, W) → (C, M, M), M = max(H, W): a non-square image is padded with zeros (black) on both sides of its
+    short axis, centred, so that resizing it neither stretches nor crops it."""
+    h, w = x.shape[-2:]
+    if h == w:
+        return x
+    dh, dw = max(w - h, 0), max(h - w, 0)
+    return torch.nn.functional.pad(x, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2))
 
 
 def _to_unit(im: Image.Image) -> tuple[np.ndarray, int]:
@@ -203,9 +220,12 @@ class FolderDataset(Dataset):
             if focus not in self.graph.order or self.graph[focus].cardinality != 2:
                 raise ValueError(f"focus: {focus!r} is not a binary node of the folder's graph {self.graph.order}")
             self.focus_files = read_mask_files(self.root, f"{focus}_mask", csv_name)
-        for f in self.files + [m for m in self.focus_files or [] if m is not None]:
+        for i, f in enumerate(self.files):
             if not f.is_file():
-                raise FileNotFoundError(f"image listed in {csv_name} not found: {f}")
+                raise FileNotFoundError(f"{self.root / csv_name}, row {i + 2}: image not found: {f}")
+        for i, f in enumerate(self.focus_files or []):
+            if f is not None and not f.is_file():
+                raise FileNotFoundError(f"{self.root / csv_name}, row {i + 2}: {focus}_mask image not found: {f}")
 
     def __len__(self) -> int:
         return len(self.files)

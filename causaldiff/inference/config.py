@@ -25,7 +25,7 @@ def _option(default, help: str, recommendable: bool = False, choices: tuple | No
 class CounterfactualConfig:
     """How counterfactuals are computed; a checkpoint's recommendation fills the fields a user does not give."""
 
-    steps: int = _option(50, "DDIM steps for the inversion and the decoding")
+    steps: int = _option(50, "DDIM steps for the inversion and the decoding", recommendable=True)
     guidance: float = _option(1.0, "guidance weight w against the factual condition: > 1 strengthens only the "
                               "intervened change", recommendable=True)
     depth: float = _option(1.0, "how far the inversion goes, as a fraction of the training timesteps (Diff-SCM's 0.75 "

@@ -111,15 +111,15 @@ class CounterfactualPipeline:
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path | dict, config: CounterfactualConfig | None = None,
-                        capture: bool = False, **switches_) -> CounterfactualPipeline:
+                        capture: bool = False, **overrides) -> CounterfactualPipeline:
         """The pipeline of a checkpoint (path, shipped name or loaded dict) under ``config`` (default: the
-        checkpoint's recommendation), with its site banks; ``switches``: constructor arguments over the config's
+        checkpoint's recommendation), with its site banks; ``overrides``: constructor arguments over the config's
         (e.g. ``inversion="fixed-point"``; None counts as not given)."""
         ckpt = as_checkpoint(checkpoint)
         config = config or CounterfactualConfig.for_checkpoint(ckpt)
         device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
         model = CausalDiffAE.from_checkpoint(ckpt).to(device)
-        given = {k: v for k, v in switches_.items() if v is not None}
+        given = {k: v for k, v in overrides.items() if v is not None}
         return cls(model, capture=capture, site_banks=load_site_banks(ckpt), **{**switches(config), **given})
 
     @property
