@@ -85,7 +85,7 @@ class CounterfactualConfig:
                                           "not given: causaldiff models lists them)")
         for f in dataclasses.fields(cls):
             default = batch_size if f.name == "batch_size" and batch_size else f.default
-            text = f"{f.metadata['help']} (default {default})"
+            text = f.metadata["help"] + ("" if default is None else f" (default {default})")
             flag = "--" + f.name.replace("_", "-")
             if f.type == "bool":
                 group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
