@@ -34,16 +34,17 @@ def config_for(checkpoint, args: argparse.Namespace, **fixed) -> CounterfactualC
 def site_banks(checkpoint, config: CounterfactualConfig) -> dict:
     """The checkpoint's site banks; for a training snapshot without them, fitted as export would (its training
     images, under ``config``)."""
+    from causaldiff.graph import CausalGraph
     from causaldiff.inference.inputs import training_images
     from causaldiff.inference.pipeline import CounterfactualPipeline
     from causaldiff.inference.sites import fit_site_banks, load_site_banks
 
     ckpt = load_checkpoint(checkpoint)
     banks = load_site_banks(ckpt)
-    pipe = CounterfactualPipeline.from_checkpoint(ckpt, config)
-    if banks or not any(node.local for node in pipe.graph.nodes.values()):
+    graph = CausalGraph.from_dict(ckpt["hyper_parameters"]["graph"])
+    if banks or not any(node.local for node in graph.nodes.values()):
         return banks
-    return fit_site_banks(pipe, *training_images(ckpt))
+    return fit_site_banks(CounterfactualPipeline.from_checkpoint(ckpt, config), *training_images(ckpt))
 
 
 def commit() -> str:

@@ -133,9 +133,9 @@ def load_or_write_plan(out: Path, plan: dict) -> dict:
     path = out / "manifest.json"
     if path.is_file():
         old = json.loads(path.read_text())
-        key = first_difference(_flat(old), _flat(plan))
-        if key is None and old["items"] != plan["items"]:
-            key = "items"
+        if (key := first_difference(_flat(old), _flat(plan))) is None and old["items"] != plan["items"]:
+            raise ValueError(f"{out} holds a plan for other items (the input's images or labels changed); "
+                             "choose another --out")
         if key is not None:
             raise ValueError(f"{out} holds a plan made with {key} = {_flat(old).get(key, old.get(key))!r}, this run "
                              f"asks for {_flat(plan).get(key, plan.get(key))!r}; rerun with the same settings to "

@@ -1,9 +1,9 @@
 """CounterfactualConfig: every user-facing inference setting, in one place.
 
 The CLI flags of ``counterfactual``, ``grid``, ``augment`` and ``evaluate`` are generated from its fields (type,
-default, help), a checkpoint recommends a subset of them (``RECOMMENDABLE``), ``augment``'s plan and ``evaluate``'s
-report record it with :meth:`CounterfactualConfig.asdict`. Settings that lost in the project's own measurements are
-not here: they are named evaluation variants (:data:`causaldiff.evaluation.evaluate.VARIANTS`).
+default, help), a checkpoint recommends a subset of them (:meth:`CounterfactualConfig.recommendable`), ``augment``'s
+plan and ``evaluate``'s report record it with :meth:`CounterfactualConfig.asdict`. Settings that lost in the project's
+own measurements are not here: they are named evaluation variants (:mod:`causaldiff.evaluation.variants`).
 
 No torch import: ``causaldiff --help`` builds its parsers from this module alone.
 """
@@ -57,9 +57,10 @@ class CounterfactualConfig:
         return [f.name for f in dataclasses.fields(cls) if f.metadata["recommendable"]]
 
     @classmethod
-    def resolved(cls, recommended: dict, **given) -> CounterfactualConfig:
-        """``given`` (None: not given) over a checkpoint's ``recommended`` settings over the defaults."""
-        return cls(**{**check_recommendation(recommended), **{k: v for k, v in given.items() if v is not None}})
+    def resolved(cls, recommended: dict, where: str = "", **given) -> CounterfactualConfig:
+        """``given`` (None: not given) over a checkpoint's ``recommended`` settings over the defaults; ``where``
+        names the checkpoint in the error about an unknown recommended key."""
+        return cls(**{**check_recommendation(recommended, where), **{k: v for k, v in given.items() if v is not None}})
 
     @classmethod
     def for_checkpoint(cls, checkpoint, **given) -> CounterfactualConfig:
@@ -67,14 +68,10 @@ class CounterfactualConfig:
         from causaldiff.checkpoint import recommended_settings
 
         where = "" if isinstance(checkpoint, dict) else f"{checkpoint}: "
-        return cls(**{**check_recommendation(recommended_settings(checkpoint), where),
-                      **{k: v for k, v in given.items() if v is not None}})
+        return cls.resolved(recommended_settings(checkpoint), where, **given)
 
     def asdict(self) -> dict:
         return dataclasses.asdict(self)
-
-    def replace(self, **changes) -> CounterfactualConfig:
-        return dataclasses.replace(self, **changes)
 
     # ------------------------------------------------------------------ the CLI
     @classmethod
