@@ -75,7 +75,7 @@ def sweep(pipe, predictor, x, labels, n, weights, steps=20) -> dict:
     neg = torch.nonzero(labels["lesion"] == 0).flatten()[:n]
     a = pipe.abduct(x[neg], {k: v[neg] for k, v in labels.items()}, steps)
     b = pipe.abduct(x[pos], {k: v[pos] for k, v in labels.items()}, steps)
-    rec = pipe.predict(a.noise, a.z, a.s, steps, residuals=a.residuals)
+    rec = pipe.predict(a.noise, a.z, a.s, steps, z=a.z, trace=a.trace)
     read_rec = predictor.predict(rec)
     is_lesion = lambda img: (predictor.predict(img)["lesion"] == 1).float().mean().item()  # noqa: E731
     out = {}

@@ -1,8 +1,15 @@
-"""Training throughput (images/s) and peak memory for each config, on this machine's CPU (and GPU when present).
+"""Training throughput (images/s) and peak memory for each config, on this machine's CPU (and GPU when present), and
+the CPU levers one at a time.
 
 Run: ``python benchmarks/train_speed.py [--steps 10] [--configs tiny pendulum32 ...]``; prints a table and writes
 benchmarks/results/train_speed.json. Each config's model and data are built from its YAML exactly as
 ``causaldiff fit`` builds them; timing covers forward, backward and the optimiser step after two warm-up steps.
+
+``--levers`` instead measures pendulum32's step under each lever against the shipped settings, interleaved over
+``--repeats`` rounds (these machines drift): bf16 autocast, channels_last, the fused AdamW kernel, batch 64,
+torch.compile (its compile time reported beside it); and, with ``--fit``, the steady-state rate of a running
+``causaldiff fit`` (two runs of different lengths, their difference: start-up excluded). Writes
+benchmarks/results/train_levers.json.
 """
 
 from __future__ import annotations
@@ -10,6 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,36 +30,49 @@ import yaml
 
 from causaldiff.data.datamodule import CausalDataModule
 from causaldiff.io import atomic_write_text
+from causaldiff.training.cli import packaged_config
 from causaldiff.training.losses import diffae_loss
 from causaldiff.training.module import CausalDiffAEModule
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import commit, rerun_command  # noqa: E402
 
 LOSS_KEYS = ("beta_z", "beta_u", "beta_s", "beta_read", "p_uncond")
 
 
-def measure(config: Path, steps: int, device: str) -> dict:
+def measure(config: Path, steps: int, device: str, lever: str | None = None) -> dict:
     cfg = yaml.safe_load(config.read_text())
     data = {**cfg["data"], "n": max(64, cfg["data"]["batch_size"] * 2), "num_workers": 0}
     dm = CausalDataModule(**data)
     module = CausalDiffAEModule(dm.graph_spec, dm.label_stats, dm.size, dm.channels, **cfg.get("model", {}))
     model = module.model.to(device)
-    if module.hparams.channels_last:
+    if module.hparams.channels_last or lever == "channels_last":
         model = model.to(memory_format=torch.channels_last)
-    precision = cfg.get("trainer", {}).get("precision", "32-true")
+    precision = "bf16-mixed" if lever == "bf16" else cfg.get("trainer", {}).get("precision", "32-true")
     dtype = torch.bfloat16 if precision.startswith("bf16") else None
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4,
+                            **({"fused": True} if lever == "fused_adamw" else {}))
     batch = next(iter(dm.train_dataloader()))
+    if lever == "batch64":
+        batch = {k: {n: torch.cat([v, v]) for n, v in val.items()} if isinstance(val, dict) else torch.cat([val, val])
+                 for k, val in batch.items()}
+    if lever == "channels_last":
+        batch["x"] = batch["x"].contiguous(memory_format=torch.channels_last)
     batch = {"x": batch["x"].to(device), "labels": {k: v.to(device) for k, v in batch["labels"].items()},
              "mask": {k: v.to(device) for k, v in batch["mask"].items()}}
     loss_kw = {k: module.hparams[k] for k in LOSS_KEYS}
+    loss_fn = torch.compile(diffae_loss) if lever == "compile" else diffae_loss
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    t_start = time.perf_counter()
     for i in range(steps + 2):
         if i == 2:
             if device == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
+            warm_up = t0 - t_start
         with torch.autocast(device, dtype=dtype, enabled=dtype is not None):
-            loss = diffae_loss(model, batch, **loss_kw)["loss"]
+            loss = loss_fn(model, batch, **loss_kw)["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -56,20 +81,81 @@ def measure(config: Path, steps: int, device: str) -> dict:
     dt = (time.perf_counter() - t0) / steps
     peak = (torch.cuda.max_memory_allocated() if device == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"config": config.stem, "device": device, "batch": dm.batch_size, "size": dm.size,
+    return {"config": config.stem, "device": device, "batch": batch["x"].shape[0], "size": dm.size,
+            "warm_up_s": round(warm_up, 1),
             "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2), "precision": precision,
-            "s_per_step": round(dt, 4), "images_per_s": round(dm.batch_size / dt, 1),
+            "s_per_step": round(dt, 4), "images_per_s": round(batch["x"].shape[0] / dt, 1),
             "peak_memory_MB": round(peak / 2**20, 1)}
 
 
+LEVERS = (None, "bf16", "channels_last", "fused_adamw", "batch64", "compile")
+
+
+def levers(config: Path, steps: int, repeats: int) -> list[dict]:
+    """Each lever's images/s beside the shipped settings' (None), interleaved ``repeats`` times; median and spread."""
+    runs: dict = {lever: [] for lever in LEVERS}
+    for _ in range(repeats):
+        for lever in LEVERS:
+            runs[lever].append(measure(config, steps, "cpu", lever))
+    base = statistics.median(r["images_per_s"] for r in runs[None])
+    rows = []
+    for lever, rs in runs.items():
+        speeds = [r["images_per_s"] for r in rs]
+        rows.append({"lever": lever or "shipped", "batch": rs[0]["batch"],
+                     "images_per_s_median": statistics.median(speeds),
+                     "images_per_s_min": min(speeds), "spread": round(max(speeds) - min(speeds), 1),
+                     "ratio": round(statistics.median(speeds) / base, 3), "warm_up_s": max(r["warm_up_s"] for r in rs)})
+        r = rows[-1]
+        print(f"{r['lever']:<14}{r['batch']:>6}{r['images_per_s_median']:>10.1f}{r['spread']:>8.1f}{r['ratio']:>8.2f}"
+              f"{r['warm_up_s']:>9.1f}", flush=True)
+    print("columns: lever batch images/s(median) spread ratio-to-shipped warm-up_s (compile time for compile)")
+    return rows
+
+
+def fit_rate(config: str, extra: list[str], short: int, long: int, work: Path) -> float:
+    """Steady-state images/s of a running ``causaldiff fit``: (long - short) steps over the difference of the two
+    runs' wall clocks (start-up, data rendering and the first steps cancel)."""
+    seconds = []
+    for steps in (short, long):
+        root = work / f"{config}-{steps}"
+        cmd = ["causaldiff", "fit", "--config", config, f"--trainer.max_steps={steps}", "--trainer.max_time=null",
+               f"--trainer.default_root_dir={root}", "--report.n=0", "--trainer.enable_progress_bar=false", *extra]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        seconds.append(time.perf_counter() - t0)
+        shutil.rmtree(root, ignore_errors=True)
+    batch = yaml.safe_load(packaged_config(config).read_text())["data"]["batch_size"]
+    return round((long - short) * batch / (seconds[1] - seconds[0]), 1)
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--levers", action="store_true", help="measure the CPU levers on pendulum32 (see above)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--fit", nargs="*", metavar="FLAG", help="with --levers: also a running fit's rate, shipped "
+                    "config and the shipped config plus these flags")
     ap.add_argument("--configs", nargs="*", default=["tiny", "pendulum32", "morpho32", "brain32"])
     ap.add_argument("--devices", nargs="*", help="cpu and/or cuda (default: cpu, plus cuda when present)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_speed.json"))
     args = ap.parse_args()
     root = Path(__file__).parent.parent / "configs"
+    if args.levers:
+        out = {"meta": {"torch": torch.__version__, "threads": torch.get_num_threads(),
+                        "bf16_native": torch.ops.mkldnn._is_mkldnn_bf16_supported(),
+                        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "command": rerun_command(),
+                        "commit": commit(), "repeats": args.repeats, "steps": args.steps},
+               "levers": levers(root / "pendulum32.yaml", args.steps, args.repeats)}
+        if args.fit is not None:
+            with tempfile.TemporaryDirectory() as work:
+                rates = {"shipped": [], "with": []}
+                for _ in range(args.repeats):
+                    rates["shipped"].append(fit_rate("pendulum32", [], 30, 230, Path(work)))
+                    rates["with"].append(fit_rate("pendulum32", args.fit, 30, 230, Path(work)))
+            out["fit"] = {"flags": args.fit, **rates}
+            print(f"running fit, images/s: shipped {rates['shipped']}, with {args.fit}: {rates['with']}")
+        atomic_write_text(Path(args.out).with_name("train_levers.json"), json.dumps(out, indent=2))
+        return
     devices = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = []
     for name in args.configs:

@@ -164,11 +164,11 @@ def test_residual_inversion_returns_x_under_a_null_intervention(tiny_ckpt, keep,
     pipe = CounterfactualPipeline.from_checkpoint(tiny_ckpt, CounterfactualConfig(inversion="residual",
                                                                                   keep_unchanged=keep))
     ab = pipe.abduct(inp.x, inp.labels, steps=20)
-    assert ab.residuals.shape == (20, *inp.x.shape)
+    assert all(t.shape == (20, *inp.x.shape) for t in ab.trace)
     null, moved = pipe.counterfactuals(ab, [[], "light_angle=100"], steps=20, guidance=w)
     assert (null.cf_x - inp.x).abs().max().item() * 127.5 < 1e-3
     assert (moved.cf_x - inp.x).abs().mean().item() * 127.5 > 0.5
-    with pytest.raises(ValueError, match=r"residuals are for 20 steps; decode it with the steps and depth it was "
+    with pytest.raises(ValueError, match=r"trace is for 20 steps; decode it with the steps and depth it was "
                        r"abducted with, not 10 \(10 at depth 1.0\)"):
         pipe.counterfactuals(ab, ["light_angle=100"], steps=10)
 
@@ -182,12 +182,12 @@ def test_a_partial_inversion_stops_at_its_depth_and_decodes_from_there(tiny_ckpt
     pipe = CounterfactualPipeline.from_checkpoint(tiny_ckpt, inversion="residual", depth=0.5)
     ab = pipe.abduct(inp.x, inp.labels, steps=20)
     half = pipe.model.scheduler_config["num_train_timesteps"] // 2
-    assert ab.residuals.shape[0] == 10 and pipe._schedule("sample", 20).t.max().item() == half - half // 10
+    assert ab.trace.residuals.shape[0] == 10 and pipe._schedule("sample", 20).t.max().item() == half - half // 10
     null, moved = pipe.counterfactuals(ab, [[], "light_angle=100"], steps=20)
     assert (null.cf_x - inp.x).abs().max().item() * 127.5 < 1e-3
     assert (moved.cf_x - inp.x).abs().mean().item() * 127.5 > 0.5
     with pytest.raises(ValueError, match=r"not 20 \(20 at depth 1.0\)"):
-        pipe.predict(ab.noise, ab.z, ab.s, 20, residuals=ab.residuals, depth=1.0)
+        pipe.predict(ab.noise, ab.z, ab.s, 20, trace=ab.trace, depth=1.0)
     deep = CounterfactualPipeline.from_checkpoint(tiny_ckpt, inversion="residual")  # depth 1: the abduction's own wins
     assert ab.depth == 0.5 and (deep.counterfactuals(ab, [[]], steps=20)[0].cf_x - inp.x).abs().max() * 127.5 < 1e-3
     calls = {}
@@ -316,3 +316,44 @@ def test_counterfactual_cli_keeps_source_depth_and_subfolder_names(tiny_ckpt, tm
     assert files == ["cf_sub__000000.npy", "cf_000001.png"]
     arr = np.load(tmp_path / "out" / files[0])
     assert arr.shape == (16, 16, 3) and -50 <= arr.min() < arr.max() <= 50
+
+
+def test_a_trace_spares_the_factual_decoding_and_keeps_the_output(tiny_ckpt):
+    """The masked and transplant loops read the factual path and predictions from a residual abduction's trace:
+    the same images (to float rounding) from fewer network evaluations (masked: B instead of 2B a step, 2B instead of
+    3B under guidance; transplant: none before the transplant, 2B instead of 3B after it)."""
+    from causaldiff.diffusion.masked import masked_loop
+    from causaldiff.diffusion.transplant import TransplantSettings, transplant_loop
+
+    inp = checkpoint_inputs(tiny_ckpt, 4)
+    pipe = CounterfactualPipeline.from_checkpoint(tiny_ckpt, inversion="residual")
+    ab = pipe.abduct(inp.x, inp.labels, steps=10)
+    m, tables = pipe.model, pipe._schedule("sample", 10)
+    cf_z, _ = pipe.intervene(ab, "light_angle=100")
+    images = []
+
+    def counted(x, t, cond):
+        images.append(x.shape[0])
+        return m.eps(x, t, cond)
+
+    conds = {"noise": ab.noise, "c_cf": m.condition(cf_z, ab.s), "c_f": m.condition(ab.z, ab.s)}
+    where = torch.tensor([[0.5, 0.5, 1.0]] * 4)
+    sites = {"where": where, "patches": 0.5 * torch.ones(4, m.channels, 3, 3)}
+    settings = TransplantSettings(at=0.3)
+    bump_at = settings.step(tables, m.scheduler_config["num_train_timesteps"])
+    assert 0 < bump_at < 10
+    loops = {"masked": (masked_loop, {}, {"tables": tables, "guidance": 1.0}, (40, 80)),
+             "guided": (masked_loop, {}, {"tables": tables, "guidance": 2.0}, (80, 120)),
+             "transplant": (transplant_loop, sites, {"tables": tables, "settings": settings,
+                                                     "bump_at": bump_at},
+                            ((10 - bump_at) * 8, bump_at * 4 + (10 - bump_at) * 12))}
+    for name, (loop, extra, static, expected) in loops.items():
+        outs = []
+        for full in (True, False):
+            images.clear()
+            given = ab.trace._asdict() if full else {"residuals": ab.trace.residuals}
+            given = {"eps_f" if k == "eps" else k: v for k, v in given.items()}
+            outs.append(loop(counted, **conds, **extra, **given, **static))
+            outs.append(sum(images))
+        assert (outs[1], outs[3]) == expected, name
+        assert (outs[0] - outs[2]).abs().max().item() * 127.5 < 1e-3, name

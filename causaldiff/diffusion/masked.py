@@ -29,7 +29,8 @@ class MaskSettings:
 
 
 def masked_loop(eps_fn: EpsFn, noise: Tensor, c_cf: Tensor, c_f: Tensor, tables: DDIMTables, guidance: float = 1.0,
-                mask: MaskSettings = MaskSettings(), residuals: Tensor | None = None) -> Tensor:
+                mask: MaskSettings = MaskSettings(), residuals: Tensor | None = None, path: Tensor | None = None,
+                eps_f: Tensor | None = None) -> Tensor:
     """DDIM decoding of ``noise`` (B, C, H, W) under ``c_cf`` (B, E) that keeps the factual decoding (under ``c_f``)
     wherever the counterfactual does not change the predicted image.
 
@@ -39,25 +40,34 @@ def masked_loop(eps_fn: EpsFn, noise: Tensor, c_cf: Tensor, c_f: Tensor, tables:
     ``eps_f(x) + w (eps_cf(x) - eps_f(x))`` with w = ``guidance``; everywhere else x is replaced by the factual
     path's x_f (the replacement of RePaint, Lugmayr et al. 2022, and Blended Diffusion, Avrahami et al. 2022, with
     the mask taken from the prediction change as in DiffEdit, Couairon et al. 2023). With an exact abduction's
-    ``residuals`` (S, B, C, H, W), added to both paths, the factual path is the inversion's, so every pixel outside
-    the change comes back as it was. Two network calls of B a step (three when w != 1); no host sync.
+    ``residuals``, ``path`` and ``eps_f`` (S, B, C, H, W; a :class:`~causaldiff.diffusion.sampler.Trace`), the
+    factual path is the inversion's, read from the trace, and every pixel outside the change comes back as it was.
+    Network calls a step: one of B with a trace (two when w != 1), else two (three); no host sync.
     """
     level = mask.level / 127.5  # grey levels of 255 in [-1, 1] units
     x = x_f = noise
     for i, step in enumerate(tables.to(noise.device).steps(noise.shape[0])):
         r = 0.0 if residuals is None else residuals[i]
-        if guidance == 1.0:
-            eps_cf, eps_ff = eps_fn(torch.cat([x, x_f]), torch.cat([step.t] * 2), torch.cat([c_cf, c_f])).chunk(2)
-        else:
-            eps_c, eps_u, eps_ff = eps_fn(torch.cat([x, x, x_f]), torch.cat([step.t] * 3),
-                                          torch.cat([c_cf, c_f, c_f])).chunk(3)
-            eps_cf = torch.lerp(eps_u, eps_c, guidance)
+        eps_cf, eps_ff = _predictions(eps_fn, x, x_f, step.t, c_cf, c_f, guidance, None if eps_f is None else eps_f[i])
         # x̂0_cf - x̂0_f, from x̂0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t) (DDIM eq. 9)
         change = ((x - x_f) - (1 - step.a_from).sqrt() * (eps_cf - eps_ff)) / step.a_from.sqrt()
         change = change.abs().mean(1, keepdim=True)
         smooth = F.avg_pool2d(change, 3, 1, 1)
         changed = (change > level) | (smooth >= mask.share * smooth.amax((2, 3), keepdim=True))
-        x_f_next = ddim_update(x_f, eps_ff, None, step) + r
+        x_f_next = ddim_update(x_f, eps_ff, None, step) + r if path is None else path[i]
         x = torch.where(changed, ddim_update(x, eps_cf, None, step) + r, x_f_next)
         x_f = x_f_next
     return x
+
+
+def _predictions(eps_fn: EpsFn, x: Tensor, x_f: Tensor, t: Tensor, c_cf: Tensor, c_f: Tensor, guidance: float,
+                 eps_ff: Tensor | None) -> tuple[Tensor, Tensor]:
+    """(guided counterfactual eps at x, factual eps at x_f) in one batched call; ``eps_ff`` given: not recomputed."""
+    xs, cs = [x], [c_cf]
+    if guidance != 1.0:
+        xs, cs = xs + [x], cs + [c_f]
+    if eps_ff is None:
+        xs, cs = xs + [x_f], cs + [c_f]
+    eps = eps_fn(torch.cat(xs), torch.cat([t] * len(xs)), torch.cat(cs)).chunk(len(xs))
+    eps_cf = eps[0] if guidance == 1.0 else torch.lerp(eps[1], eps[0], guidance)
+    return eps_cf, eps[-1] if eps_ff is None else eps_ff

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -75,20 +76,43 @@ def ddim_invert(eps_fn: EpsFn, x: Tensor, cond: Tensor, tables: DDIMTables, fixe
     return ddim_loop(eps_fn, x, cond, tables, fixed_point_iters=fixed_point_iters)
 
 
-def retrace(eps_fn: EpsFn, x: Tensor, cond: Tensor, invert: DDIMTables, sample: DDIMTables) -> tuple[Tensor, Tensor]:
-    """DDIM inversion of x (B, C, H, W) under ``cond``, kept exact by residuals: (x_T, residuals (S, B, C, H, W)).
+class Trace(NamedTuple):
+    """An exact abduction's record of the factual decoding (:func:`retrace`), each (S, B, C, H, W) in sampling order:
+    ``residuals[i]`` what sampling step i under the factual condition misses of the inversion's path, ``path[i]`` the
+    path's x after step i, ``eps[i]`` the factual prediction at step i. Loops that run the factual decoding beside a
+    counterfactual one read it from here instead of recomputing it: one network call of B a step fewer."""
+
+    residuals: Tensor
+    path: Tensor
+    eps: Tensor
+
+    def rows(self, index: Tensor) -> Trace:
+        """The trace of images ``index`` (B',)."""
+        return Trace(*(t[:, index] for t in self))
+
+    def repeat(self, k: int) -> Trace:
+        """The trace of the batch repeated k times (B -> kB), for k interventions on one abduction."""
+        return Trace(*(t.repeat(1, k, 1, 1, 1) for t in self))
+
+
+def retrace(eps_fn: EpsFn, x: Tensor, cond: Tensor, invert: DDIMTables, sample: DDIMTables) -> tuple[Tensor, Trace]:
+    """DDIM inversion of x (B, C, H, W) under ``cond``, kept exact by residuals: (x_T, :class:`Trace`).
 
     The inversion's path x_0 → x_T is stored; ``residuals[i]`` is what sampling step i under ``cond`` misses of the
     path's next point, so decoding x_T under ``cond`` with them retraces the path back to x exactly (the correction
-    of "Direct Inversion", Ju et al., 2024, added to every decoding). Costs 2S network calls of B.
+    of "Direct Inversion", Ju et al., 2024, added to every decoding). Costs 2S network calls of B: the inversion's
+    predictions (at x_t with the next timestep, diffusers' convention) are not the sampling's (at x_t and t). Taking
+    the Euler step from the lower point instead (one prediction serving both, S + 1 calls) removed fewer of brain32's
+    lesions (do(lesion=0): 75 % against 86 % at 20 steps, 88 % against 94 % at 50).
     """
     path = [x]
     for step in invert.to(x.device).steps(x.shape[0]):
         path.append(ddim_step(eps_fn, path[-1], cond, step))
     path = path[::-1]
-    residuals = [path[i + 1] - ddim_step(eps_fn, path[i], cond, step)
-                 for i, step in enumerate(sample.to(x.device).steps(x.shape[0]))]
-    return path[0], torch.stack(residuals)
+    steps = sample.to(x.device).steps(x.shape[0])
+    eps = [eps_fn(path[i], step.t, cond) for i, step in enumerate(steps)]
+    residuals = [path[i + 1] - ddim_update(path[i], e, None, step) for i, (e, step) in enumerate(zip(eps, steps))]
+    return path[0], Trace(torch.stack(residuals), torch.stack(path[1:]), torch.stack(eps))
 
 
 Inputs = dict[str, Tensor | None]
@@ -98,7 +122,7 @@ class CapturedLoop:
     """A whole sampling loop ``loop(eps_fn, **inputs, **static)`` captured once as a CUDA graph on static copies of
     its tensor ``inputs`` (None: absent) and replayed per call; ``static`` holds its other arguments (tables,
     weights, settings), fixed for the capture. ``__call__(inputs)`` copies into the static inputs, replays, and
-    returns a copy of the output (a tensor or a tuple of tensors). :class:`LoopRunner` captures automatically.
+    returns a copy of the output (a tensor or a nested tuple of tensors). :class:`LoopRunner` captures automatically.
     """
 
     def __init__(self, loop: Callable, eps_fn: EpsFn, inputs: Inputs, static: dict, warmup: int = 2):
@@ -122,7 +146,15 @@ class CapturedLoop:
             if buffer is not None:
                 buffer.copy_(inputs[name])
         self.graph.replay()
-        return tuple(t.clone() for t in self.out) if isinstance(self.out, tuple) else self.out.clone()
+        return _copied(self.out)
+
+
+def _copied(out):
+    """A copy of a loop's output: a tensor, or a (named) tuple of outputs."""
+    if isinstance(out, Tensor):
+        return out.clone()
+    parts = [_copied(o) for o in out]
+    return type(out)(*parts) if hasattr(out, "_fields") else tuple(parts)
 
 
 class LoopRunner:

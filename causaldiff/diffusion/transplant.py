@@ -83,16 +83,17 @@ def site_disk(where: Tensor, size: int, disk_px: float) -> Tensor:
 
 
 def transplant_loop(eps_fn: EpsFn, noise: Tensor, c_cf: Tensor, c_f: Tensor, where: Tensor, patches: Tensor,
-                    residuals: Tensor | None = None, *, tables: DDIMTables, settings: TransplantSettings,
-                    bump_at: int) -> Tensor:
+                    residuals: Tensor | None = None, path: Tensor | None = None, eps_f: Tensor | None = None, *,
+                    tables: DDIMTables, settings: TransplantSettings, bump_at: int) -> Tensor:
     """DDIM decoding of ``noise`` (B, C, H, W) that transplants ``patches`` (B, C, P, P) at each image's site of
     ``where`` (B, 3) at step ``bump_at`` (:meth:`TransplantSettings.step`).
 
     Before it, the factual decoding under ``c_f``; at it, x_t += ``settings.gain`` · sqrt(ā_t) · placed patch; after
     it, ``eps = eps_f + W (eps_cf - eps_f)`` with W = ``settings.guidance`` inside the site's disk, every pixel
-    outside the disk the factual path's. ``residuals`` (S, B, C, H, W) of an exact abduction are added after each
-    step to both paths. One network call of B a step before the transplant, of 3B after it; no host sync, so
-    :class:`~causaldiff.diffusion.sampler.LoopRunner` can capture it.
+    outside the disk the factual path's. An exact abduction's ``residuals`` (S, B, C, H, W) are added after each
+    step to both paths; with its ``path`` and ``eps_f`` too (a :class:`~causaldiff.diffusion.sampler.Trace`), the
+    factual path is read from it: no network call before the transplant and two of B a step after it (else one of B
+    before, three after). No host sync, so :class:`~causaldiff.diffusion.sampler.LoopRunner` can capture it.
     """
     size = noise.shape[-1]
     bump = settings.gain * place_patches(where, patches, size).to(noise.dtype)
@@ -102,12 +103,16 @@ def transplant_loop(eps_fn: EpsFn, noise: Tensor, c_cf: Tensor, c_f: Tensor, whe
     for i, step in enumerate(tables.to(noise.device).steps(noise.shape[0])):
         r = 0.0 if residuals is None else residuals[i]
         if i < bump_at:  # still the factual decoding
-            x = x_f = ddim_update(x_f, eps_fn(x_f, step.t, c_f), None, step) + r
+            x = x_f = ddim_update(x_f, eps_fn(x_f, step.t, c_f), None, step) + r if path is None else path[i]
             continue
         if i == bump_at:
             x = x + step.a_from.sqrt() * bump
-        eps_cf, eps_f, eps_ff = eps_fn(torch.cat([x, x, x_f]), torch.cat([step.t] * 3),
-                                       torch.cat([c_cf, c_f, c_f])).chunk(3)
-        x_f = ddim_update(x_f, eps_ff, None, step) + r
-        x = torch.where(disk, ddim_update(x, torch.addcmul(eps_f, weight, eps_cf - eps_f), None, step) + r, x_f)
+        if eps_f is None:
+            eps_cf, eps_u, eps_ff = eps_fn(torch.cat([x, x, x_f]), torch.cat([step.t] * 3),
+                                           torch.cat([c_cf, c_f, c_f])).chunk(3)
+        else:
+            (eps_cf, eps_u), eps_ff = eps_fn(torch.cat([x, x]), torch.cat([step.t] * 2),
+                                             torch.cat([c_cf, c_f])).chunk(2), eps_f[i]
+        x_f = ddim_update(x_f, eps_ff, None, step) + r if path is None else path[i]
+        x = torch.where(disk, ddim_update(x, torch.addcmul(eps_u, weight, eps_cf - eps_u), None, step) + r, x_f)
     return x

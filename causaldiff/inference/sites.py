@@ -111,7 +111,7 @@ def abduct_sites(pipe, x: Tensor, labels: dict[str, Tensor], node: str, steps: i
     w = ``pipe.transplant.removal_guidance``: pixels away from the change stay the reconstruction's)."""
     ab = pipe.abduct(x, labels, steps)
     cf_z, _ = pipe.intervene(ab, {node: 0.0}, torch.Generator().manual_seed(0))
-    removed = pipe.decode(ab.noise, cf_z, ab.s, steps, pipe.transplant.removal_guidance, ab.z, ab.residuals,
+    removed = pipe.decode(ab.noise, cf_z, ab.s, steps, pipe.transplant.removal_guidance, ab.z, ab.trace,
                           keep_unchanged=True, depth=ab.depth)
     x = x.to(removed.device)
     where = change_peaks(x, removed)

@@ -39,6 +39,11 @@ class RootedCLI(LightningCLI):
 
 
 class CausalCLI(RootedCLI):
+    def before_instantiate_classes(self) -> None:
+        super().before_instantiate_classes()
+        trainer = (self.config[self.subcommand] if self.subcommand else self.config).trainer
+        _check_precision(str(trainer.precision), str(trainer.accelerator))
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--report.n", type=int, default=64,
                             help="held-out items of the quality report written at the end of fit (0: none)")
@@ -54,6 +59,17 @@ class PredictorCLI(RootedCLI):
         parser.link_arguments("data.graph_spec", "model.graph", apply_on="instantiate")
         parser.link_arguments("data.label_stats", "model.label_stats", apply_on="instantiate")
         parser.link_arguments("data.channels", "model.channels", apply_on="instantiate")
+
+
+def _check_precision(precision: str, accelerator: str) -> None:
+    """Refuse bf16 training on a CPU without native bf16 (AVX512-BF16 or AMX): oneDNN has no bf16 convolution for it,
+    and PyTorch's fallback ran a pendulum32 step 17x slower than float32 (benchmarks/train_speed.py, bf16 row)."""
+    import torch
+
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if precision.startswith("bf16") and on_cpu and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        raise ValueError(f"--trainer.precision={precision}: this CPU has no native bf16 (AVX512-BF16 / AMX), so "
+                         "training would run many times slower; use --trainer.precision=32-true")
 
 
 def packaged_config(name: str) -> Path:
