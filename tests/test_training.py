@@ -339,3 +339,9 @@ def test_bf16_on_a_cpu_without_native_bf16_is_refused_before_anything_is_written
     assert message.endswith("use --trainer.precision=32-true") and not root.exists()
     _check_precision("32-true", "cpu")
     _check_precision("bf16-mixed", "gpu")
+
+
+def test_last_checkpoint_holds_the_final_step_between_periodic_saves(tmp_path):
+    """tiny saves every 10 steps; a run of 15 ends with last.ckpt at step 15 (Lightning alone kept step 10)."""
+    main(["fit", "--config", str(CONFIG), "--trainer.max_steps=15", f"--trainer.default_root_dir={tmp_path}"])
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 15

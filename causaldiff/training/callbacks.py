@@ -1,4 +1,5 @@
-"""Grid-logging callback: a reconstruction + intervention grid PNG every N steps (rank zero), also to wandb."""
+"""Training callbacks: a reconstruction + intervention grid PNG every N steps (rank zero, also to wandb), and a
+ModelCheckpoint whose last.ckpt holds the final step."""
 
 from __future__ import annotations
 
@@ -10,6 +11,17 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from causaldiff.inference.pipeline import CounterfactualPipeline
 from causaldiff.viz import grid_image, save_png
+
+
+class ModelCheckpoint(pl.callbacks.ModelCheckpoint):
+    """Lightning's, except that ``save_last`` also saves the final step. Lightning 2.6 writes last.ckpt at the end of
+    training only if it never wrote it before, so a run that stopped between two ``every_n_train_steps`` saves
+    (``max_steps``, ``max_time``) kept an older step as its last: a 750-step run at every 500 kept step 500."""
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        if self.save_last and trainer.global_step and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 def default_interventions(model) -> list[str]:
