@@ -101,8 +101,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.worker:
         return worker(args.models, args.n, args.out)
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from common import commit, rerun_command
+    from common import commit, rerun_command  # benchmarks/common.py
 
     from causaldiff.io import atomic_write_text
 

@@ -7,9 +7,7 @@ benchmarks/results/train_speed.json. Each config's model and data are built from
 
 ``--levers`` instead measures pendulum32's step under each lever against the shipped settings, interleaved over
 ``--repeats`` rounds (these machines drift): bf16 autocast, channels_last, the fused AdamW kernel, batch 64,
-torch.compile (its compile time reported beside it); and, with ``--fit``, the steady-state rate of a running
-``causaldiff fit`` (two runs of different lengths, their difference: start-up excluded). Writes
-benchmarks/results/train_levers.json.
+torch.compile (its compile time reported beside it). Writes benchmarks/results/train_levers.json.
 """
 
 from __future__ import annotations
@@ -17,25 +15,18 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import shutil
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 import yaml
+from common import commit, rerun_command  # benchmarks/common.py
 
 from causaldiff.data.datamodule import CausalDataModule
 from causaldiff.io import atomic_write_text
-from causaldiff.training.cli import packaged_config
 from causaldiff.training.losses import diffae_loss
 from causaldiff.training.module import CausalDiffAEModule
-
-sys.path.insert(0, str(Path(__file__).parent))
-from common import commit, rerun_command  # noqa: E402
 
 LOSS_KEYS = ("beta_z", "beta_u", "beta_s", "beta_read", "p_uncond")
 
@@ -112,29 +103,11 @@ def levers(config: Path, steps: int, repeats: int) -> list[dict]:
     return rows
 
 
-def fit_rate(config: str, extra: list[str], short: int, long: int, work: Path) -> float:
-    """Steady-state images/s of a running ``causaldiff fit``: (long - short) steps over the difference of the two
-    runs' wall clocks (start-up, data rendering and the first steps cancel)."""
-    seconds = []
-    for steps in (short, long):
-        root = work / f"{config}-{steps}"
-        cmd = ["causaldiff", "fit", "--config", config, f"--trainer.max_steps={steps}", "--trainer.max_time=null",
-               f"--trainer.default_root_dir={root}", "--report.n=0", "--trainer.enable_progress_bar=false", *extra]
-        t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True)
-        seconds.append(time.perf_counter() - t0)
-        shutil.rmtree(root, ignore_errors=True)
-    batch = yaml.safe_load(packaged_config(config).read_text())["data"]["batch_size"]
-    return round((long - short) * batch / (seconds[1] - seconds[0]), 1)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--levers", action="store_true", help="measure the CPU levers on pendulum32 (see above)")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--fit", nargs="*", metavar="FLAG", help="with --levers: also a running fit's rate, shipped "
-                    "config and the shipped config plus these flags")
     ap.add_argument("--configs", nargs="*", default=["tiny", "pendulum32", "morpho32", "brain32"])
     ap.add_argument("--devices", nargs="*", help="cpu and/or cuda (default: cpu, plus cuda when present)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_speed.json"))
@@ -146,14 +119,6 @@ def main() -> None:
                         "cpu_capability": torch.backends.cpu.get_cpu_capability(), "command": rerun_command(),
                         "commit": commit(), "repeats": args.repeats, "steps": args.steps},
                "levers": levers(root / "pendulum32.yaml", args.steps, args.repeats)}
-        if args.fit is not None:
-            with tempfile.TemporaryDirectory() as work:
-                rates = {"shipped": [], "with": []}
-                for _ in range(args.repeats):
-                    rates["shipped"].append(fit_rate("pendulum32", [], 30, 230, Path(work)))
-                    rates["with"].append(fit_rate("pendulum32", args.fit, 30, 230, Path(work)))
-            out["fit"] = {"flags": args.fit, **rates}
-            print(f"running fit, images/s: shipped {rates['shipped']}, with {args.fit}: {rates['with']}")
         atomic_write_text(Path(args.out).with_name("train_levers.json"), json.dumps(out, indent=2))
         return
     devices = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

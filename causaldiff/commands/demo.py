@@ -15,7 +15,7 @@ def register(sub) -> None:
     demo = sub.add_parser("demo", help="one command: data, shipped model, grid of every node, short evaluation")
     demo.add_argument("--out", default="causaldiff-demo", help="output folder (default causaldiff-demo)")
     demo.add_argument("--train", action="store_true", help="train a pendulum model from scratch first, to where its "
-                      f"interventions show ({DEMO_STEPS} steps; about 5-10 min on 2 CPU cores with its quality report)")
+                      f"interventions show ({DEMO_STEPS} steps; about 15 min on 2 CPU cores with its quality report)")
     demo.add_argument("--max-steps", type=int, help=f"with --train: train this many steps instead of {DEMO_STEPS}")
     demo.add_argument("--report-n", type=int, default=64,
                       help="with --train: held-out items of the trained model's quality report (0: none)")
@@ -60,8 +60,8 @@ def train(root: Path, steps: int, report_n: int) -> str:
     from causaldiff.training.cli import packaged_config, run_lightning_cli
 
     images = steps * 32
-    print(f"training pendulum32 for {steps} steps ({images:,} images): {images / 120 / 60:.0f}-{images / 50 / 60:.0f} "
-          "min at the 50-120 images/s measured on 2 CPU cores", flush=True)
+    print(f"training pendulum32 for {steps} steps ({images:,} images): {images / 120 / 60:.0f}-{images / 44 / 60:.0f} "
+          "min at the 44-120 images/s measured on 2 CPU cores", flush=True)
     run_lightning_cli(["fit", "--config", str(packaged_config("pendulum32")), f"--trainer.default_root_dir={root}",
                        f"--trainer.max_steps={steps}", "--trainer.max_time=null", f"--report.n={report_n}"])
     return str(root / "checkpoints" / "last.ckpt")
