@@ -147,7 +147,8 @@ def main() -> None:
     ap.add_argument("--export", help="also write inference checkpoints (EMA weights) to this folder")
     ap.add_argument("--results", default=str(RESULTS))
     ap.add_argument("--part-only", action="store_true", help="write results/quality_<world>.json only")
-    ap.add_argument("--merge-only", action="store_true", help="merge existing quality_<world>.json files")
+    ap.add_argument("--merge-only", action="store_true",
+                    help="merge existing quality_<world>.json files into quality.json (and remove them)")
     args = ap.parse_args()
     results = Path(args.results)
     models = args.models or [f"{w}32" for w in args.worlds]
@@ -160,10 +161,14 @@ def main() -> None:
             print(f"{world}:\n{markdown(rep)}", flush=True)
     if args.part_only:
         return
-    parts = {w: json.loads((results / f"quality_{w}.json").read_text()) for w in args.worlds
-             if (results / f"quality_{w}.json").is_file()}
-    atomic_write_text(results / "quality.json", json.dumps(parts, indent=2))
+    merged = results / "quality.json"  # the worlds not rerun stay as they were measured
+    parts = json.loads(merged.read_text()) if merged.is_file() else {}
+    new = [results / f"quality_{w}.json" for w in args.worlds if (results / f"quality_{w}.json").is_file()]
+    parts.update({path.stem.removeprefix("quality_"): json.loads(path.read_text()) for path in new})
+    atomic_write_text(merged, json.dumps(parts, indent=2))
     atomic_write_text(results / "quality.md", merge(parts))
+    for path in new:  # merged: quality.json holds them now
+        path.unlink()
     print(merge(parts))
 
 

@@ -47,6 +47,22 @@ def test_a_discrete_nodes_interventions_all_switch_its_class_even_when_it_is_rar
     assert set(vals.tolist()) <= set(labels["age"].tolist()) and (vals != labels["age"][idx]).float().mean() > 0.9
 
 
+def test_binned_interventions_land_in_another_bin_of_the_range():
+    from causaldiff.evaluation.evaluate import EvalData
+
+    n = 180
+    labels = {"age": torch.linspace(20, 80, n), "lesion": (torch.arange(n) % 2).float()}
+    graph = CausalGraph.from_dict({"age": {}, "lesion": {"kind": "binary"}})
+    data = EvalData(torch.zeros(n, 1, 2, 2), labels, None, None)
+    groups = {node: (idx, vals) for node, idx, vals in draw_interventions(data, graph, seed=0, bins=9)}
+    idx, vals = groups["age"]
+    own, new = ((labels["age"][idx] - 20) / (60 / 9)).floor().clamp_max(8), ((vals - 20) / (60 / 9)).floor()
+    assert (vals >= 20).all() and (vals <= 80).all() and (own != new).all()  # in range, never the item's own bin
+    assert len(set(new.tolist())) == 9  # every bin is a target
+    idx, vals = groups["lesion"]
+    assert torch.equal(vals, 1 - labels["lesion"][idx])  # classes as without bins
+
+
 def test_every_setting_reaches_the_variants_pipelines(tiny_ckpt):
     from causaldiff.evaluation.evaluate import Evaluator
     from causaldiff.evaluation.variants import VARIANTS

@@ -3,7 +3,8 @@
 Interventions are drawn from the data: the held-out samples are split evenly across the graph's nodes and each
 sample gets ``do(node = value of another random sample)``. Variants: the recommended path under the given
 config (``causaldiff``) and the ablations, each that path with one pipeline switch changed
-(:mod:`causaldiff.evaluation.variants`).
+(:mod:`causaldiff.evaluation.variants`); ``peers``: other counterfactual models, anything called as a pipeline is
+(``peer(x, labels, do, steps, guidance, generator)`` → an object with ``cf_x`` and ``cf_labels``), scored alike.
 
 Beside them stand two references on the same items and interventions, so no number is read against a straw man:
   identity           cf_x = x ("do nothing"), with the attribute SCM's counterfactual labels;
@@ -63,16 +64,33 @@ def eval_data(checkpoint, n: int, start: int = 0) -> EvalData:
     return EvalData(x, labels, None, None)
 
 
-def draw_interventions(data: EvalData, graph, seed: int) -> list[tuple[str, Tensor, Tensor]]:
+def draw_interventions(data: EvalData, graph, seed: int, bins: int | None = None) -> list[tuple[str, Tensor, Tensor]]:
     """[(node, sample indices, values)]: samples split evenly across nodes; values from other random samples, for a
     discrete node from one of another class (a do() that keeps the class measures nothing: with a rare class, such as
-    a 5 % lesion, donors drawn at random would switch a handful of images)."""
+    a 5 % lesion, donors drawn at random would switch a handful of images). With ``bins``, a continuous node's value
+    is drawn uniformly from another of ``bins`` equal bins of its range in the data instead (Melistas et al., 2024)."""
     g = torch.Generator().manual_seed(seed)
     n = data.x.shape[0]
     perm, donor = torch.randperm(n, generator=g), torch.randperm(n, generator=g)
     groups = perm.tensor_split(len(graph))
-    return [(node, idx, _other_class(data.labels[node], idx, g) if graph[node].discrete
-             else data.labels[node][donor[idx]]) for node, idx in zip(graph.order, groups)]
+    out = []
+    for node, idx in zip(graph.order, groups):
+        if graph[node].discrete:
+            out.append((node, idx, _other_class(data.labels[node], idx, g)))
+        elif bins:
+            out.append((node, idx, _other_bin(data.labels[node], idx, bins, g)))
+        else:
+            out.append((node, idx, data.labels[node][donor[idx]]))
+    return out
+
+
+def _other_bin(y: Tensor, idx: Tensor, bins: int, g: torch.Generator) -> Tensor:
+    """(len(idx),) values uniform in a random one of ``bins`` equal bins of y's range other than each item's own."""
+    lo, width = y.min(), (y.max() - y.min()).clamp_min(1e-8) / bins
+    own = ((y[idx] - lo) / width).floor().clamp(0, bins - 1)
+    shift = torch.randint(1, bins, (len(idx),), generator=g)  # another bin: own + 1 .. own + bins - 1, wrapped
+    other = (own + shift) % bins
+    return lo + (other + torch.rand(len(idx), generator=g)) * width
 
 
 def _other_class(y: Tensor, idx: Tensor, g: torch.Generator) -> Tensor:
@@ -91,7 +109,8 @@ class Evaluator:
 
     def __init__(self, model: CausalDiffAE, predictor: AntiCausalPredictor | None, data: EvalData,
                  opts: CounterfactualConfig | None = None, cycles: int = 10, variants: list[str] | None = None,
-                 capture: bool = False, progress: bool = True, site_banks: dict[str, SiteBank] | None = None):
+                 capture: bool = False, progress: bool = True, site_banks: dict[str, SiteBank] | None = None,
+                 peers: dict | None = None, reversibility_cycles: int | None = None, bins: int | None = None):
         unknown = set(variants or []) - set(VARIANTS)
         if unknown:
             raise ValueError(f"unknown variant(s) {sorted(unknown)} (choose from {list(VARIANTS)})")
@@ -99,22 +118,28 @@ class Evaluator:
         self.model, self.predictor, self.data = model, predictor.to(dev) if predictor else None, data
         self.graph = model.graph
         self.opts, self.cycles = opts or CounterfactualConfig(batch_size=256), cycles
+        self.reversibility_cycles = cycles if reversibility_cycles is None else reversibility_cycles
+        self.peers, self.bins = peers or {}, bins
         self.variants, self.capture, self.progress = variants or DEFAULT_VARIANTS, capture, progress
         self.site_banks = site_banks or {}  # the checkpoint's (a local node without one is decoded)
-        self.groups = draw_interventions(data, self.graph, self.opts.seed)
+        self.groups = draw_interventions(data, self.graph, self.opts.seed, bins)
         # each group's true counterfactual (labels, image in [-1, 1]), rendered once for every row
         self.truths = None if data.world is None else [self._truth(idx, node, vals) for node, idx, vals in self.groups]
         self.std = {k: max(v.float().std().item(), 1e-8) for k, v in data.labels.items()}
 
     def run(self) -> dict:
         t0 = time.perf_counter()
-        stages = (len(self.variants) * (1 + self.cycles + 2 * self.cycles) + 2) * len(self.groups)
+        rows = len(self.variants) + len(self.peers)
+        stages = (rows * (1 + self.cycles + 2 * self.reversibility_cycles) + 2) * len(self.groups)
         self.bar = tqdm(total=stages, desc="evaluate", disable=not self.progress)
-        report = {"meta": {"n": self.data.x.shape[0], "cycles": self.cycles, "config": self.opts.asdict(),
+        report = {"meta": {"n": self.data.x.shape[0], "cycles": self.cycles, "bins": self.bins,
+                           "reversibility_cycles": self.reversibility_cycles, "config": self.opts.asdict(),
                            "nodes": self.graph.order, "world": getattr(self.data.world, "name", None)},
                   "disentanglement": self.disentanglement(), "variants": {}}
         for name in self.variants:
             report["variants"][name] = self.variant(self.pipeline(name))
+        for name, peer in self.peers.items():
+            report["variants"][name] = self.variant(peer)
         report["references"] = {"identity": self.reference("identity")}
         if self.data.world is not None:
             report["references"]["truth"] = self.reference("truth")
@@ -169,8 +194,9 @@ class Evaluator:
             return self.truths[j][1], cf_labels
 
         out = self.score(make)
-        zero = {str(c): 0.0 for c in sorted({1, self.cycles})}  # doing nothing changes nothing, and is undone
-        out["composition"], out["reversibility"] = (zero, dict(zero)) if kind == "identity" else ({}, {})
+        zeros = [{str(c): 0.0 for c in sorted({1, n})} for n in (self.cycles, self.reversibility_cycles)]
+        # doing nothing changes nothing, and is undone
+        out["composition"], out["reversibility"] = zeros if kind == "identity" else ({}, {})
         return out
 
     def _truth(self, idx: Tensor, node: str, vals: Tensor) -> tuple[dict, Tensor]:
@@ -226,12 +252,12 @@ class Evaluator:
         return res
 
     def reversibility(self, pipe) -> dict:
-        """L1 (0-255) between x and do(back to y)(do(a*)(x)), repeated 1 .. cycles times."""
-        res, total = {}, {str(c): 0.0 for c in {1, self.cycles}}
+        """L1 (0-255) between x and do(back to y)(do(a*)(x)), repeated 1 .. reversibility_cycles times."""
+        res, total = {}, {str(c): 0.0 for c in {1, self.reversibility_cycles}}
         for j, (node, idx, vals) in enumerate(self.groups):
             x0 = self.data.x[idx]
             x, labels = x0, {k: v[idx] for k, v in self.data.labels.items()}
-            for c in range(1, self.cycles + 1):
+            for c in range(1, self.reversibility_cycles + 1):
                 fwd_x, fwd_labels = counterfactuals(pipe, x, labels, {node: vals}, self.opts, ("forward", c, j))
                 x, labels = counterfactuals(pipe, fwd_x, fwd_labels, {node: self.data.labels[node][idx]}, self.opts,
                                             ("back", c, j))

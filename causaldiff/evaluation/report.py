@@ -53,8 +53,9 @@ def headline(report: dict) -> list[str]:
 
 def markdown(report: dict) -> str:
     """The headline gains, then the metrics table: rows = variants and the identity / truth references."""
-    cols = ["effect_self", "effect_descendants", "composition@1", f"composition@{report['meta']['cycles']}",
-            "reversibility@1", f"reversibility@{report['meta']['cycles']}", "realism_fd"]
+    meta = report["meta"]
+    cols = ["effect_self", "effect_descendants", "composition@1", f"composition@{meta['cycles']}",
+            "reversibility@1", f"reversibility@{meta.get('reversibility_cycles', meta['cycles'])}", "realism_fd"]
     if report["meta"]["world"]:
         cols += ["true_cf_image_l1", "true_cf_label_error"]
     cols = list(dict.fromkeys(cols))  # one column each when cycles == 1
