@@ -93,17 +93,19 @@ def test_swap_moves_x0_of_a_conditioned_decoder_not_of_a_stock_one(tiny_ckpt, st
 
 def test_the_swap_test_decodes_fresh_noise_from_its_depth(tiny_ckpt, tiny_predictor):
     """Fresh noise is x_T unless told otherwise; ``fresh_depth`` < 1 decodes it from there (the inverted rows keep
-    the pipeline's depth)."""
+    the pipeline's depth); the decoding is plain even where the pipeline keeps unchanged pixels (it has no factual
+    image to keep)."""
     from causaldiff.evaluation.predictor import AntiCausalPredictor
 
-    pipe, depths = CounterfactualPipeline.from_checkpoint(tiny_ckpt, depth=0.5), []
-    predict = pipe.predict
+    pipe, depths = CounterfactualPipeline.from_checkpoint(tiny_ckpt, depth=0.5, keep_unchanged=True), []
+    decode = pipe.decode
 
     def recorded(*args, **kwargs):
         depths.append(kwargs.get("depth"))
-        return predict(*args, **kwargs)
+        assert kwargs.get("keep_unchanged") is False  # plain decoding: nothing kept from a factual image
+        return decode(*args, **kwargs)
 
-    pipe.predict = recorded
+    pipe.decode = recorded
     data = eval_data(tiny_ckpt, 8)
     predictor = AntiCausalPredictor.from_checkpoint(tiny_predictor)
     for fresh_depth in (1.0, 0.75):

@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -115,3 +116,19 @@ def test_models_yaml_states_the_recommendation_each_checkpoint_stores():
 
     for name, info in shipped_models().items():
         assert info.get("inference", {}) == recommended_settings(name), name
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).parent.parent / "configs").glob("*.yaml")
+                                        if p.stem != "predictor"))
+def test_every_shipped_fit_config_parses(name, capsys):
+    """Every key of every shipped config is an argument of the classes it configures (a typo fails here, not after
+    the data is rendered); a staged one's stages add up to its max_steps."""
+    import yaml
+
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", name, "--print_config"])
+    assert done.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    stages = printed["model"].get("stages")
+    if stages:
+        assert sum(s["steps"] for s in stages) == printed["trainer"]["max_steps"]

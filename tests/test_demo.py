@@ -43,8 +43,8 @@ def test_demo_writes_grid_and_report(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_demo_trains_from_a_non_editable_install(tmp_path):
-    """`pip install .` (a wheel, no repository around it), then `causaldiff demo --train`: the configs travel with
-    the package."""
+    """`pip install .` (a wheel, no repository around it), then `causaldiff demo --train` and a staged
+    `causaldiff fit --config brain32`: the configs travel with the package."""
     root = Path(__file__).parent.parent
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
@@ -72,3 +72,13 @@ def test_demo_trains_from_a_non_editable_install(tmp_path):
     assert ckpt["global_step"] == 5
     assert (tmp_path / "demo" / "grid.png").is_file()
     assert "| *identity* |" in (tmp_path / "demo" / "report.md").read_text()
+    # the shipped brain32 recipe, its stages shortened: the staged config travels with the package and runs
+    stages = "[{steps: 2, prediction: eps}, {steps: 2, prediction: v, focus_weight: 20}]"
+    run = subprocess.run([str(venv / "bin" / "causaldiff"), "fit", "--config", "brain32", f"--model.stages={stages}",
+                          "--trainer.max_steps=4", "--data.n=64", "--report.n=0", "--trainer.default_root_dir=brain",
+                          "--trainer.enable_progress_bar=false"], cwd=tmp_path, capture_output=True, text=True,
+                         env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    ckpt = torch.load(tmp_path / "brain" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 4 and ckpt["hyper_parameters"]["prediction"] == "v"
+    assert "step 2: stage 2 of 2, prediction=v" in run.stdout

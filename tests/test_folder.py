@@ -43,6 +43,26 @@ def test_data_make_round_trips_labels_exactly(tmp_path):
     assert len(list(out.glob("*.png"))) == 200  # nothing lost
 
 
+def test_data_make_writes_each_findings_mask_and_takes_a_worlds_options(tmp_path):
+    areas = {}
+    for scale in (1, 2):
+        out = tmp_path / f"brain{scale}"
+        main(["data", "make", "brain", "--n", "300", "--out", str(out), "--option", f"lesion_scale={scale}"])
+        ds = FolderDataset(out, size=32, channels=1, focus="lesion")
+        lesion = ds.labels["lesion"] == 1
+        assert 5 <= lesion.sum() <= 40  # the world's ~5 %
+        masks = torch.stack([ds[i]["focus"] for i in range(len(ds))])
+        area = masks.flatten(1).sum(1)
+        assert torch.all(area[lesion] > 0) and torch.all(area[~lesion] == 0)  # a segmentation where the lesion is
+        areas[scale] = area[lesion].mean().item()
+    assert areas[2] > 2.5 * areas[1]  # twice the radius: about four times the area
+    with pytest.raises(SystemExit, match="the brain world has no option 'lesion_size' \\(its options: lesion_scale\\)"):
+        main(["data", "make", "brain", "--n", "2", "--out", str(tmp_path / "x"), "--option", "lesion_size=2"])
+    with pytest.raises(SystemExit, match="--option 'lesion_scale': expected KEY=NUMBER"):
+        main(["data", "make", "brain", "--n", "2", "--out", str(tmp_path / "x"), "--option", "lesion_scale"])
+    assert not (tmp_path / "x").exists()
+
+
 def test_missing_cells_are_masked(tmp_path):
     root = make_folder(tmp_path / "d", ["a.png,50,1,3.5", "b.png,,0,", "c.png,60,1,2"])
     ds = FolderDataset(root, GRAPH, size=16, channels=1)
@@ -257,7 +277,7 @@ def test_balance_draws_each_class_equally_often():
 def test_randomised_world_data_and_its_refusals(tmp_path):
     dm = CausalDataModule(world="brain", n=400, seed=1, randomise=["lesion"])
     assert 0.35 < dm.train_labels()["lesion"].mean().item() < 0.65  # observed: about 5 %
-    with pytest.raises(ValueError, match="randomise and twins need a world: a folder's labels are fixed"):
+    with pytest.raises(ValueError, match="randomise, twins and world_options need a world"):
         CausalDataModule(folder=str(tmp_path), randomise=["lesion"])
 
 

@@ -25,6 +25,39 @@ def test_the_fit_writes_a_report_with_every_section(tiny_run):
     assert (report_dir / "predictor.ckpt").is_file()  # fitted on the training split, kept for the next report
 
 
+def test_choosing_follows_the_rule_and_stores_the_settings_in_the_checkpoint(tiny_run, tmp_path):
+    import shutil
+
+    import torch
+
+    from causaldiff.checkpoint import recommended_settings
+    from causaldiff.cli import main
+    from causaldiff.evaluation.choose import CANDIDATES, GAIN_FLOOR, choose, settings
+
+    ckpt = tmp_path / "last.ckpt"
+    shutil.copy(tiny_run / "checkpoints" / "last.ckpt", ckpt)
+    main(["report", "--checkpoint", str(ckpt), "--predictor", str(tiny_run / "report" / "predictor.ckpt"), "--n", "16",
+          "--steps", "4", "--choose", "--out", str(tmp_path / "r")])
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    choice = report["choice"]
+    assert [settings(r) for r in choice["candidates"]] == CANDIDATES and choice["items"] == "the next held-out items"
+    assert choice["chosen"] == settings(choose(choice["candidates"]))
+    assert recommended_settings(ckpt) == choice["chosen"]  # stored in the file
+    assert {k: report["config"][k] for k in choice["chosen"]} == choice["chosen"]  # the report is at them
+    assert torch.load(ckpt, weights_only=True)["global_step"] == 300  # the rest intact
+    with pytest.raises(SystemExit, match="choosing settings writes them into the checkpoint: give its file"):
+        main(["report", "--checkpoint", "pendulum32", "--n", "16", "--steps", "2", "--choose", "--out",
+              str(tmp_path / "s")])
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert f"Settings chosen on {choice['n']} of the next held-out items" in md and 0 < choice["n"] <= 16
+    # the rule: every gain >= the floor first, then the lowest true-CF L1; else the highest lowest gain
+    rows = [{"lowest_gain": 0.95, "true_cf_l1_ratio": 0.6, "input_l1": 1}, {"lowest_gain": 0.91, "true_cf_l1_ratio":
+            0.4, "input_l1": 2}, {"lowest_gain": 0.5, "true_cf_l1_ratio": 0.1, "input_l1": 0}]
+    assert choose(rows) is rows[1] and GAIN_FLOOR == 0.9
+    assert choose([{**r, "true_cf_l1_ratio": None} for r in rows])["input_l1"] == 1  # no truth: the smallest change
+    assert choose([{**r, "lowest_gain": r["lowest_gain"] - 0.5} for r in rows])["lowest_gain"] == pytest.approx(0.45)
+
+
 def test_report_command_reuses_the_predictor_and_writes_where_told(tiny_run, tmp_path, capsys):
     from causaldiff.cli import main
 
@@ -44,3 +77,18 @@ def test_report_command_reuses_the_predictor_and_writes_where_told(tiny_run, tmp
 def test_a_verdict_says_in_plain_words_whether_an_intervention_shows(gain, words):
     assert words in verdict("age", gain)
     assert ("--data.focus=lesion" in verdict("lesion", 0.1, local=True)) and "focus" not in verdict("age", 0.1)
+
+
+def test_a_local_nodes_report_measures_the_transplant_an_export_would_make(tmp_path):
+    """A fit's checkpoint has no site bank yet: the report fits one from training images, as export does, so a
+    switched-on lesion is transplanted in the report as it will be in use, not decoded from its latent."""
+    from causaldiff.cli import main
+
+    config = __import__("pathlib").Path(__file__).parent.parent / "configs" / "tiny.yaml"
+    main(["fit", "--config", str(config), "--data.world=brain", "--data.balance=lesion", "--trainer.max_steps=20",
+          "--report.n=16", "--report.steps=3", f"--trainer.default_root_dir={tmp_path}"])
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["site_banks"]["lesion"] >= 1 and set(report["site_banks"]) == {"lesion"}
+    from causaldiff.checkpoint import recommended_settings  # a fit chooses its settings by default
+
+    assert recommended_settings(tmp_path / "checkpoints" / "last.ckpt") == report["choice"]["chosen"]

@@ -113,6 +113,30 @@ def test_a_transplant_draws_at_seeded_sites_from_the_bank_and_leaves_unswitched_
     assert (changed <= 13).all()  # disk of 3.5 px at 32 px (1.75 px at 16: at most 13 pixels)
 
 
+def test_a_finding_switched_on_by_its_parent_is_transplanted_onto_the_parents_own_change(brain):
+    """do(age) that switches the lesion on changes the anatomy too: the transplant builds on the decoding without
+    the lesion's change (its block factual), not on the factual image, so outside the lesion's disk the image is
+    that decoding's, and the age change is kept."""
+    model, x, labels = brain
+    pipe = CounterfactualPipeline(model, inversion="residual")
+    pipe.site_banks = fit_site_banks(pipe, x, labels, steps=3, n=8)
+    neg = torch.nonzero(labels["lesion"] == 0).flatten()[:4]
+    ab = pipe.abduct(x[neg], {k: v[neg] for k, v in labels.items()}, steps=3)
+    gen = torch.Generator().manual_seed(0)
+    cf_z, cf_labels = pipe.intervene(ab, ["age=80", "lesion=1"], gen)
+    sites = pipe.draw_sites(ab.labels, cf_labels, torch.Generator().manual_seed(1))
+    base = pipe._transplant_base(ab.z, cf_z, ab.labels, [cf_labels])
+    i = model.graph.order.index("lesion")
+    assert torch.equal(base[:, i], ab.z[:, i]) and not torch.equal(base, ab.z)  # only the lesion's block restored
+    out = pipe.predict(ab.noise, cf_z, ab.s, 3, 1.0, ab.z, sites, ab.trace, ab.depth, base)
+    aged = pipe.decode(ab.noise, base, ab.s, 3, 1.0, ab.z, ab.trace, depth=ab.depth)  # the age change alone
+    outside = ~site_disk(sites.where, 16, TransplantSettings().disk_px)
+    assert torch.equal(out.masked_select(outside), aged.masked_select(outside))  # built on the aged decoding
+    assert (aged - x[neg]).abs().amax() > 1e-3  # which is not the factual image
+    alone = pipe.predict(ab.noise, cf_z, ab.s, 3, 1.0, ab.z, sites, ab.trace, ab.depth)  # without a base: factual
+    assert torch.allclose(alone.masked_select(outside), x[neg].masked_select(outside), atol=1e-5)
+
+
 def test_fitting_sites_needs_an_image_that_shows_the_finding(brain):
     model, x, labels = brain
     with pytest.raises(ValueError, match="no image with lesion = 1"):

@@ -318,7 +318,8 @@ def test_v_prediction_converts_to_eps_and_trains_on_the_v_mse(tmp_path):
     main(["fit", "--config", str(CONFIG), "--trainer.max_steps=2", f"--trainer.default_root_dir={tmp_path}",
           "--model.prediction=v"])
     assert CausalDiffAE.from_checkpoint(tmp_path / "checkpoints" / "last.ckpt").prediction == "v"
-    with pytest.raises(SystemExit, match=r"trained with prediction=v; resume it with --model.prediction=v"):
+    with pytest.raises(SystemExit, match=r"trained with prediction=v at step 2, where this config says eps; resume "
+                                         r"it under the config it was started with \(--model.prediction=v"):
         main(["fit", "--config", str(CONFIG), "--trainer.max_steps=4", f"--trainer.default_root_dir={tmp_path}"])
 
 

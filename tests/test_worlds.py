@@ -5,7 +5,9 @@ from causaldiff.data.worlds import WORLDS, get_world
 
 INTERVENTIONS = {"pendulum": ["light_angle=70", "pendulum_angle=-20", "shadow_length=6"],
                  "morpho": ["thickness=4.5", "digit=3", "intensity=100"],
-                 "brain": ["age=78", "sex=0", "brain_volume=1000", "lesion=1"]}
+                 "brain": ["age=78", "sex=0", "brain_volume=1000", "lesion=1"],
+                 "strokes": ["thickness=4.5", "digit=3", "swelling=1", "fracture=1"],
+                 "bloom": ["soil_ph=8", "water=0.9", "hue=300", "height=12"]}
 
 
 @pytest.mark.parametrize("name", WORLDS)
@@ -98,6 +100,43 @@ def test_pendulum_shadow_geometry():
     # light straight above a vertical pendulum: the shadow sits below the pivot with the minimum length 3
     torch.testing.assert_close(cf["shadow_position"], torch.full((4,), 10.0), atol=1e-4, rtol=0)
     torch.testing.assert_close(cf["shadow_length"], torch.full((4,), 3.0), atol=1e-4, rtol=0)
+
+
+def test_strokes_findings_are_local_follow_thickness_and_vary_in_size():
+    w = get_world("strokes")
+    exo, labels = w.sample(20000, seed=0)
+    for finding, thick_more in (("swelling", True), ("fracture", False)):
+        assert 0.12 < labels[finding].mean() < 0.28
+        thick = labels["thickness"] > 2.5
+        assert (labels[finding][thick].mean() > labels[finding][~thick].mean()) == thick_more
+    few = {k: v[:64] for k, v in exo.items()}
+    few_labels = {k: v[:64] for k, v in labels.items()}
+    clean = w.counterfactual(few, few_labels, ["swelling=0", "fracture=0"])[1].int()
+    for finding, sign in (("swelling", 1), ("fracture", -1)):
+        other = "fracture" if finding == "swelling" else "swelling"
+        drawn = w.counterfactual(few, few_labels, [f"{other}=0", f"{finding}=1"])[1].int()
+        changed = ((drawn - clean) * sign > 8).flatten(1).sum(1).float()  # pixels brightened / darkened
+        assert (changed > 0).float().mean() > 0.9  # drawn where the stroke is
+        assert changed.mean() < 0.05 * 32 * 32  # local: a few per cent of the image
+        small, large = few[f"{finding}_size"] < 0.9, few[f"{finding}_size"] > 1.6
+        assert changed[large].mean() > 1.5 * changed[small].mean()  # findings of varied size
+
+
+def test_bloom_colour_follows_the_soil():
+    w = get_world("bloom")
+    exo, labels = w.sample(64, seed=0)
+    acid = w.counterfactual(exo, labels, "soil_ph=4.5")[1].float()
+    alkaline = w.counterfactual(exo, labels, "soil_ph=8.5")[1].float()
+    head = (acid - alkaline).abs().sum(1) > 60  # the flower head's pixels change colour
+    assert head.flatten(1).any(1).all()
+    blue_minus_red = (acid - alkaline)[:, 2] - (acid - alkaline)[:, 0]
+    assert blue_minus_red[head].mean() > 50  # bluer on acid soil, pinker on alkaline
+
+
+def test_data_make_offers_every_world():
+    from causaldiff.commands.data import WORLD_NAMES
+
+    assert WORLD_NAMES == list(WORLDS)
 
 
 def test_bad_world_arguments():

@@ -25,7 +25,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from causaldiff.checkpoint import load_checkpoint
-    from causaldiff.commands.data import make_world_folder
+    from causaldiff.data.make import make_world_folder
     from causaldiff.evaluation.evaluate import Evaluator, eval_data
     from causaldiff.evaluation.report import markdown
     from causaldiff.inference.config import CounterfactualConfig
@@ -63,5 +63,6 @@ def train(root: Path, steps: int, report_n: int) -> str:
     print(f"training pendulum32 for {steps} steps ({images:,} images): {images / 120 / 60:.0f}-{images / 44 / 60:.0f} "
           "min at the 44-120 images/s measured on 2 CPU cores", flush=True)
     run_lightning_cli(["fit", "--config", str(packaged_config("pendulum32")), f"--trainer.default_root_dir={root}",
-                       f"--trainer.max_steps={steps}", "--trainer.max_time=null", f"--report.n={report_n}"])
+                       f"--trainer.max_steps={steps}", "--trainer.max_time=null", f"--report.n={report_n}",
+                       "--report.choose=false"])  # the defaults: the demo's time is the training and one report
     return str(root / "checkpoints" / "last.ckpt")

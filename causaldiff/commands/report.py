@@ -13,6 +13,8 @@ def register(sub) -> None:
                      "of the checkpoint's data, kept beside the report and reused)")
     rep.add_argument("--n", type=int, default=64, help="held-out items (default 64)")
     rep.add_argument("--steps", type=int, default=20, help="DDIM steps (default 20)")
+    rep.add_argument("--choose", action="store_true", help="measure the candidate inference settings on held-out "
+                     "items first and write the best into the checkpoint file as its recommendation (as fit does)")
     rep.add_argument("--out", help="folder (default: report/ beside the checkpoint file, or report_<name>/ for a "
                      "shipped model)")
     rep.set_defaults(run=run)
@@ -23,5 +25,5 @@ def run(args: argparse.Namespace) -> None:
 
     given = Path(args.checkpoint)
     out = Path(args.out) if args.out else given.parent / "report" if given.is_file() else Path(f"report_{given}")
-    report = quality_report(args.checkpoint, out, args.n, args.steps, args.predictor)
+    report = quality_report(args.checkpoint, out, args.n, args.steps, args.predictor, choose_settings=args.choose)
     print(summary(report) + f"\nwrote {out / 'report.md'} (+ report.json, one grid per node)")

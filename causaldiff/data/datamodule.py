@@ -20,8 +20,8 @@ class WorldDataset(Dataset):
     """``n`` rendered samples of a world held in memory (uint8), with their exogenous noise kept for true CFs."""
 
     def __init__(self, world: str, n: int, size: int = 32, seed: int = 0, randomise: tuple[str, ...] = (),
-                 twins: str | None = None, focus: str | None = None):
-        self.world = get_world(world, size)
+                 twins: str | None = None, focus: str | None = None, options: dict[str, float] | None = None):
+        self.world = get_world(world, size, **(options or {}))
         self.graph = self.world.graph
         self.channels = self.world.channels
         self.exogenous, self.labels = self.world.sample(n, seed, randomise)
@@ -70,7 +70,8 @@ def label_stats(graph: CausalGraph, labels: dict[str, torch.Tensor]) -> dict[str
 
 
 class CausalDataModule(pl.LightningDataModule):
-    """Data for every command: ``world`` (pendulum, morpho, brain) **or** ``folder`` (images + labels.csv).
+    """Data for every command: ``world`` (a procedural world: ``causaldiff.data.worlds.WORLDS``) **or** ``folder``
+    (images + labels.csv).
 
     Args:
         world: name of a procedural world to render ``n`` samples of.
@@ -96,18 +97,20 @@ class CausalDataModule(pl.LightningDataModule):
             ``batch["focus"]`` (B, 1, H, W) in {0, 1}: a world's are the pixels its true counterfactual with the node
             flipped changes (the lesion's site, lesion or not); a folder's are the nonzero pixels of the mask image
             (e.g. the lesion's segmentation) named in labels.csv's column ``<focus>_mask`` (empty: none).
+        world_options: a world's named variants, e.g. ``{lesion_scale: 2}`` for the brain with lesions twice as wide.
     """
 
     def __init__(self, world: str | None = None, folder: str | None = None, folder_graph: dict | None = None,
                  n: int = 10000, size: int = 32, folder_channels: int = 3, seed: int = 0, val_fraction: float = 0.1,
                  test_fraction: float = 0.1, batch_size: int = 64, num_workers: int = 0, balance: str | None = None,
-                 randomise: list[str] | None = None, twins: str | None = None, focus: str | None = None):
+                 randomise: list[str] | None = None, twins: str | None = None, focus: str | None = None,
+                 world_options: dict[str, float] | None = None):
         super().__init__()
         self.save_hyperparameters()  # stored in checkpoints, so grids and evaluation can find the same data
         if (world is None) == (folder is None):
             raise ValueError("give exactly one of `world` (a procedural world) or `folder` (images + labels.csv)")
-        if (randomise or twins) and folder is not None:
-            raise ValueError("randomise and twins need a world: a folder's labels are fixed")
+        if (randomise or twins or world_options) and folder is not None:
+            raise ValueError("randomise, twins and world_options need a world: a folder's images are fixed")
         if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
             raise ValueError(f"val_fraction + test_fraction must be in [0, 1), got {val_fraction} + {test_fraction}")
         self.world, self.folder, self.folder_graph = world, folder, folder_graph
@@ -115,11 +118,13 @@ class CausalDataModule(pl.LightningDataModule):
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.batch_size, self.num_workers, self.balance = batch_size, num_workers, balance
         self.randomise, self.twins, self.focus = tuple(randomise or ()), twins, focus
+        self.world_options = dict(world_options or {})
 
     @cached_property
     def dataset(self) -> Dataset:
         if self.world is not None:
-            return WorldDataset(self.world, self.n, self.size, self.seed, self.randomise, self.twins, self.focus)
+            return WorldDataset(self.world, self.n, self.size, self.seed, self.randomise, self.twins, self.focus,
+                                self.world_options)
         return FolderDataset(self.folder, self.folder_graph, self.size, self.folder_channels, focus=self.focus)
 
     @property

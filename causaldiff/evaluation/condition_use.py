@@ -123,8 +123,10 @@ def swap_test(pipe: CounterfactualPipeline, predictor, x: Tensor, labels: dict[s
     out = {}
     for kind, noise in (("fresh", fresh), ("inverted", ab.noise)):
         conds = [(ab.z, ab.s)] + [(ab.z[p] if w != "s" else ab.z, ab.s[p] if w != "z" else ab.s) for w in SWAPS]
-        decoded = pipe.predict(noise.repeat(len(conds), 1, 1, 1), torch.cat([c[0] for c in conds]),
-                               torch.cat([c[1] for c in conds]), steps, depth=fresh_depth if kind == "fresh" else None)
+        # plain decoding under each condition: what the decoder draws from z, nothing kept from a factual image
+        decoded = pipe.decode(noise.repeat(len(conds), 1, 1, 1), torch.cat([c[0] for c in conds]),
+                              torch.cat([c[1] for c in conds]), steps, 1.0, None, keep_unchanged=False,
+                              depth=fresh_depth if kind == "fresh" else None)
         reads = [{k: v.cpu() for k, v in predictor.predict(d.to(next(predictor.parameters()).device)).items()}
                  for d in decoded.chunk(len(conds))]
         out[kind] = {w: {n: _moved(pipe.graph, n, reads[1 + j][n], reads[0][n], y[n], y[n][perm],

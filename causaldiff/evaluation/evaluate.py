@@ -27,6 +27,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from causaldiff.data.datamodule import WorldDataset
+from causaldiff.data.provenance import folder_truth
 from causaldiff.evaluation.metrics import dci, frechet_distance, l1_255, label_error
 from causaldiff.evaluation.predictor import AntiCausalPredictor
 from causaldiff.evaluation.report import gains, markdown  # noqa: F401 - markdown: re-exported from its old path
@@ -49,7 +50,8 @@ class EvalData:
 
 
 def eval_data(checkpoint, n: int, start: int = 0) -> EvalData:
-    """``n`` test items of the checkpoint's own dataset from the ``start``-th on (with exogenous noise for worlds).
+    """``n`` test items of the checkpoint's own dataset from the ``start``-th on (with exogenous noise for worlds, and
+    for folders that ``data make`` wrote from one: :mod:`causaldiff.data.provenance`).
 
     The reports use the first ones; a setting is chosen on items the reports do not use (e.g. ``start=256``)."""
     dm = checkpoint_datamodule(checkpoint)
@@ -61,7 +63,9 @@ def eval_data(checkpoint, n: int, start: int = 0) -> EvalData:
     labels = {k: dm.dataset.labels[k][idx].clone() for k in dm.graph.order}
     if isinstance(dm.dataset, WorldDataset):
         return EvalData(x, labels, {k: v[idx] for k, v in dm.dataset.exogenous.items()}, dm.dataset.world)
-    return EvalData(x, labels, None, None)
+    ds = dm.dataset
+    truth = folder_truth(ds.root, [ds.files[int(i)] for i in idx], labels, ds.size)
+    return EvalData(x, labels, truth[1], truth[0]) if truth else EvalData(x, labels, None, None)
 
 
 def draw_interventions(data: EvalData, graph, seed: int, bins: int | None = None) -> list[tuple[str, Tensor, Tensor]]:
@@ -210,11 +214,12 @@ class Evaluator:
         """Effectiveness, realism and true-CF metrics of ``make(j, node, idx, vals, x, labels) -> (cf_x, cf_labels)``
         over the intervention groups."""
         d, out = self.data, {"effectiveness": {}, "effect_per_node": {}, "true_cf": {}}
-        self_err, desc_err, true_l1, true_lab, cf_feats = [], [], [], [], []
+        self_err, desc_err, true_l1, true_lab, cf_feats, input_l1 = [], [], [], [], [], []
         for j, (node, idx, vals) in enumerate(self.groups):
             x, labels = d.x[idx], {k: v[idx] for k, v in d.labels.items()}
             cf_x, cf_labels = make(j, node, idx, vals, x, labels)
             self.bar.update()
+            input_l1.append(l1_255(cf_x, x) * len(idx))
             if self.predictor is not None:  # effectiveness and realism need the anti-causal predictor
                 pred, feats = self._predict(cf_x)
                 cf_feats.append(feats)
@@ -231,6 +236,7 @@ class Evaluator:
                 true_lab += list(errs.values())
         if self.predictor is not None:
             out["realism_fd"] = frechet_distance(self.real_features, torch.cat(cf_feats))
+        out["input_l1"] = sum(input_l1) / d.x.shape[0]  # how far the counterfactuals moved from their inputs
         out["effect_self"] = sum(self_err) / len(self_err) if self_err else None
         out["effect_descendants"] = sum(desc_err) / len(desc_err) if desc_err else None
         if d.world is not None:

@@ -5,20 +5,26 @@ truth.
 (``grid_<node>.png``) into ``out`` and returns the report. It reuses the evaluation layer (:class:`Evaluator` for the
 effect gains, :func:`condition_use` for the swap test) on the first ``n`` held-out items at the checkpoint's
 recommended settings, read by an anti-causal predictor fitted on the training split of the same data (written
-beside the report, reused when present).
+beside the report, reused when present). With ``choose``, it first measures the candidate inference settings on the
+next ``n`` held-out items (:mod:`causaldiff.evaluation.choose`), writes the chosen ones into the checkpoint as its
+recommendation, and reports at them.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
+import torch
+
 from causaldiff.checkpoint import load_checkpoint
+from causaldiff.evaluation.choose import CANDIDATES, GAIN_FLOOR, choose, measure_candidates, settings
 from causaldiff.evaluation.evaluate import Evaluator, eval_data
 from causaldiff.evaluation.predictor import AntiCausalPredictor
 from causaldiff.inference.config import CounterfactualConfig
 from causaldiff.inference.pipeline import CounterfactualPipeline
-from causaldiff.io import atomic_write_text
+from causaldiff.io import atomic_write_bytes, atomic_write_text
 
 SHOWS, WEAK = 0.8, 0.5  # effect gain at which an intervention shows / shows weakly (1 = the truth, 0 = identity)
 
@@ -57,23 +63,31 @@ def verdict(node: str, gain: float | None, local: bool = False) -> str:
 
 
 def quality_report(checkpoint, out: str | Path, n: int = 64, steps: int = 20, predictor: str | Path | None = None,
-                   epochs: int = 5, rows: int = 6) -> dict:
-    """Write the report of ``checkpoint`` (a path or shipped name) into ``out``; returns it."""
+                   epochs: int = 5, rows: int = 6, choose_settings: bool = False) -> dict:
+    """Write the report of ``checkpoint`` (a path or shipped name) into ``out``; returns it. ``choose_settings``
+    (a checkpoint file only) chooses its inference settings first and stores them in it."""
     from causaldiff.evaluation.condition_use import condition_use
     from causaldiff.inference.grid import write_grid
     from causaldiff.inference.inputs import checkpoint_inputs
 
+    if choose_settings and not Path(checkpoint).is_file():
+        raise ValueError(f"choosing settings writes them into the checkpoint: give its file, not {checkpoint!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = load_checkpoint(checkpoint)
     config = CounterfactualConfig.for_checkpoint(ckpt, steps=steps, batch_size=64)
-    pipe = CounterfactualPipeline.from_checkpoint(ckpt, config)
+    pipe = _with_site_banks(CounterfactualPipeline.from_checkpoint(ckpt, config), ckpt)
     pred_path = Path(predictor) if predictor else out / "predictor.ckpt"
     if not pred_path.is_file():
         fit_predictor(ckpt, pred_path, epochs)
     reader = AntiCausalPredictor.from_checkpoint(pred_path)
     reader.check_graph(pipe.graph)
     data = eval_data(ckpt, n)
+    choice = None
+    if choose_settings:
+        choice = _choose(checkpoint, ckpt, pipe, reader, data, n, config)
+        config = CounterfactualConfig.for_checkpoint(ckpt, steps=steps, batch_size=64)
+        pipe = _with_site_banks(CounterfactualPipeline.from_checkpoint(ckpt, config), ckpt)
     evaluation = Evaluator(pipe.model, reader, data, config, cycles=1, variants=["causaldiff"], progress=False,
                            site_banks=pipe.site_banks).run()
     use = condition_use(pipe, reader.to(pipe.device), data.x, data.labels, steps, world=data.world,
@@ -91,10 +105,56 @@ def quality_report(checkpoint, out: str | Path, n: int = 64, steps: int = 20, pr
               "swap_reference": use["swap_reference"]["z"],
               "verdicts": [verdict(node, g["effect_gain"].get(node), pipe.graph[node].local)
                            for node in pipe.graph.order],
-              "grids": [f"grid_{node}.png" for node in pipe.graph.order], "evaluation": evaluation}
+              "grids": [f"grid_{node}.png" for node in pipe.graph.order], "choice": choice,
+              "site_banks": {node: bank.sites.shape[0] for node, bank in pipe.site_banks.items()},
+              "evaluation": evaluation}
     atomic_write_text(out / "report.json", json.dumps(report, indent=1))
     atomic_write_text(out / "report.md", markdown(report, pipe.graph.order))
     return report
+
+
+def _with_site_banks(pipe: CounterfactualPipeline, ckpt: dict) -> CounterfactualPipeline:
+    """``pipe`` with a site bank for each local node it has none for (a fit's checkpoint, before export), fitted on
+    training images as export does: the report measures the transplant an exported model makes."""
+    from causaldiff.inference.inputs import training_images
+    from causaldiff.inference.sites import fit_site_banks
+
+    if any(pipe.graph[k].local and k not in pipe.site_banks for k in pipe.graph.order):
+        banks = fit_site_banks(pipe, *training_images(ckpt))
+        pipe.site_banks.update({k: v for k, v in banks.items() if k not in pipe.site_banks})
+    return pipe
+
+
+def _choose(checkpoint, ckpt: dict, pipe, reader, data, n: int, config: CounterfactualConfig) -> dict:
+    """Measure :data:`CANDIDATES` on held-out items the report does not use (its own where the test split is too
+    small), store the chosen settings as ``ckpt["inference"]`` and in the checkpoint file; return the choice."""
+    path = Path(checkpoint)
+    try:
+        held_out, where = eval_data(ckpt, n, start=n), "the next held-out items"
+    except ValueError:
+        held_out, where = data, "the report's own items (the test split is too small to hold more out)"
+    rows = measure_candidates(pipe.model, reader, held_out, config, pipe.site_banks)
+    chosen = settings(choose(rows))
+    ckpt["inference"] = chosen
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
+    atomic_write_bytes(path, buf.getvalue())
+    return {"chosen": chosen, "candidates": rows, "items": where, "n": held_out.x.shape[0]}
+
+
+def _choice_lines(choice: dict) -> list[str]:
+    """The candidate settings' table, the chosen one in bold."""
+    keys = list(CANDIDATES[0])
+    lines = ["", f"Settings chosen on {choice['n']} of {choice['items']}: every effect gain >= {GAIN_FLOOR} first, "
+             "then the lowest true-CF L1 (without a truth: the smallest change of the input). Stored in the checkpoint "
+             "as its recommendation.", "",
+             "| " + " | ".join(keys) + " | lowest gain | mean gain | true-CF L1 / identity's | L1 to the input |",
+             "|" + "---|" * (len(keys) + 4)]
+    for r in choice["candidates"]:
+        mark = "**" if {k: r[k] for k in keys} == choice["chosen"] else ""
+        lines.append("| " + " | ".join(f"{mark}{r[k]}{mark}" for k in keys) + f" | {_cell(r['lowest_gain'])} | "
+                     f"{_cell(r['effect_gain_mean'])} | {_cell(r['true_cf_l1_ratio'])} | {_cell(r['input_l1'])} |")
+    return lines
 
 
 def _cell(value) -> str:
@@ -117,7 +177,8 @@ def markdown(report: dict, nodes: list[str]) -> str:
               f"{_cell(report['effect_gain_descendants'])}; true-CF L1 / identity's "
               f"{_cell(report['true_cf_l1_ratio'])} (< 1 beats doing nothing); composition@1 "
               f"{_cell(report['composition@1'])} and reversibility@1 {_cell(report['reversibility@1'])} "
-              "(L1 on 0–255, 0 is exact).", "", *[f"![{g}]({g})" for g in report["grids"]]]
+              "(L1 on 0–255, 0 is exact).", *(_choice_lines(report["choice"]) if report.get("choice") else []), "",
+              *[f"![{g}]({g})" for g in report["grids"]]]
     return "\n".join(lines) + "\n"
 
 

@@ -180,7 +180,7 @@ class CounterfactualPipeline:
     @torch.no_grad()
     def predict(self, noise: Tensor, cf_z: Tensor, s: Tensor, steps: int = 50, guidance: float = 1.0,
                 z: Tensor | None = None, sites: Sites | None = None, trace: Trace | None = None,
-                depth: float | None = None) -> Tensor:
+                depth: float | None = None, base_z: Tensor | None = None) -> Tensor:
         """Decode x_t0 (B, C, H, W) under the counterfactual condition [cf_z, s]; returns cf_x clamped to [-1, 1].
 
         ``noise`` is at the pipeline's ``depth`` (an abduction's); fresh Gaussian noise is x_T: pass ``depth=1``.
@@ -190,6 +190,9 @@ class CounterfactualPipeline:
         :class:`~causaldiff.inference.sites.Sites`); images with a NaN row are decoded by :meth:`decode`.
         ``trace``: an exact abduction's (``inversion='residual'``): its residuals are added after each step, and the
         factual decoding beside a counterfactual one is read from it.
+        ``base_z`` (B, n, d): what a transplant builds on, ``cf_z`` without the transplanted finding's block (default
+        ``z``). Where it differs from ``z`` (the intervention changed other nodes too, e.g. a parent that switched the
+        finding on), the decoding under it replaces the factual one, so those changes are kept around the finding.
         """
         tables = self._schedule("sample", steps, depth)
         if trace is not None and trace.residuals.shape[0] != len(tables):
@@ -202,14 +205,23 @@ class CounterfactualPipeline:
         if z is None:
             raise ValueError("a transplant keeps the factual decoding around it: it needs the factual latents z")
         m, dev = self.model, noise.device
-        on, rest = drawn.nonzero().flatten(), (~drawn).nonzero().flatten()  # CPU row indices: no device sync
+        moved = torch.zeros(len(z), dtype=torch.bool) if base_z is None else \
+            (base_z != z).flatten(1).any(1).cpu()  # other nodes changed too: their decoding is the base
         cf_x = torch.empty_like(noise)
-        d = on.to(dev)
-        inputs = {"noise": noise[d], "c_cf": m.condition(cf_z[d], s[d]), "c_f": m.condition(z[d], s[d]),
-                  "where": sites.where[on].to(dev), "patches": sites.patches[on].to(dev, noise.dtype),
-                  **_trace_inputs(None if trace is None else trace.rows(d))}
-        cf_x[d] = self.run_loop.run(transplant_loop, m.eps, inputs, tables=tables, settings=self.transplant,
-                                    bump_at=self.transplant.step(tables, m.scheduler_config["num_train_timesteps"]))
+        bump_at = self.transplant.step(tables, m.scheduler_config["num_train_timesteps"])
+        for rows, base in ((drawn & ~moved, z), (drawn & moved, base_z)):
+            on = rows.nonzero().flatten()  # CPU row indices: no device sync
+            if not len(on):
+                continue
+            d = on.to(dev)
+            part = None if trace is None else trace.rows(d)
+            factual = _trace_inputs(part) if base is z else \
+                {"residuals": None if part is None else part.residuals, "path": None, "eps_f": None}
+            inputs = {"noise": noise[d], "c_cf": m.condition(cf_z[d], s[d]), "c_f": m.condition(base[d], s[d]),
+                      "where": sites.where[on].to(dev), "patches": sites.patches[on].to(dev, noise.dtype), **factual}
+            cf_x[d] = self.run_loop.run(transplant_loop, m.eps, inputs, tables=tables, settings=self.transplant,
+                                        bump_at=bump_at)
+        rest = (~drawn).nonzero().flatten()
         if len(rest):
             r = rest.to(dev)
             rest_trace = None if trace is None else trace.rows(r)
@@ -250,9 +262,22 @@ class CounterfactualPipeline:
         sites = Sites.cat([self.draw_sites(ab.labels, c[1], generator) for c in cf]) \
             if self.findings == "transplant" else None
         trace = None if ab.trace is None else ab.trace.repeat(k)
-        cf_x = self.predict(ab.noise.repeat(k, 1, 1, 1), cf_z, ab.s.repeat(k, 1), steps, guidance, ab.z.repeat(k, 1, 1),
-                            sites, trace, ab.depth)
+        z = ab.z.repeat(k, 1, 1)
+        base_z = None if sites is None else self._transplant_base(z, cf_z, ab.labels, [c[1] for c in cf])
+        cf_x = self.predict(ab.noise.repeat(k, 1, 1, 1), cf_z, ab.s.repeat(k, 1), steps, guidance, z, sites, trace,
+                            ab.depth, base_z)
         return [CounterfactualOutput(cf_x[j * b:(j + 1) * b], cf[j][1], ab.noise, ab.z, cf[j][0]) for j in range(k)]
+
+    def _transplant_base(self, z: Tensor, cf_z: Tensor, labels: Labels, cf_labels: list[Labels]) -> Tensor:
+        """(B*K, n, d): ``cf_z`` with the block of each local node switched on set back to ``z``'s: the latents a
+        transplant builds on, ``z`` itself where nothing else changed."""
+        base = cf_z.clone()
+        for i, node in enumerate(self.graph.order):
+            if self.graph[node].local:
+                was = labels[node].repeat(len(cf_labels))
+                on = ((was == 0) & (torch.cat([c[node] for c in cf_labels]) == 1)).to(base.device)
+                base[on, i] = z[on, i]
+        return base
 
     # ------------------------------------------------------------------ site codes
     def draw_sites(self, labels: Labels, cf_labels: Labels, generator: torch.Generator | None = None) -> Sites:

@@ -48,6 +48,9 @@ class CausalCLI(RootedCLI):
         parser.add_argument("--report.n", type=int, default=64,
                             help="held-out items of the quality report written at the end of fit (0: none)")
         parser.add_argument("--report.steps", type=int, default=20, help="DDIM steps of that report")
+        parser.add_argument("--report.choose", type=bool, default=True,
+                            help="measure the candidate inference settings on held-out items first and store the best "
+                                 "in the checkpoint as its recommendation")
         parser.link_arguments("data.size", "model.image_size")
         parser.link_arguments("data.graph_spec", "model.graph", apply_on="instantiate")
         parser.link_arguments("data.label_stats", "model.label_stats", apply_on="instantiate")
@@ -141,5 +144,5 @@ def write_report(cli: CausalCLI) -> None:
     from causaldiff.evaluation.quality_report import quality_report, summary
 
     out = Path(last).parent.parent / "report"
-    report = quality_report(last, out, settings.n, settings.steps)
+    report = quality_report(last, out, settings.n, settings.steps, choose_settings=settings.choose)
     print(summary(report) + f"\nquality report: {out / 'report.md'}")

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from causaldiff.checkpoint import load_checkpoint, model_state
+from causaldiff.checkpoint import load_checkpoint, model_state, recommended_settings
 from causaldiff.hparams import kwargs_for
 from causaldiff.inference.config import CounterfactualConfig, check_recommendation
 from causaldiff.io import atomic_write_bytes
@@ -21,8 +21,9 @@ def export_checkpoint(src: str | Path, dst: str | Path, inference: dict | None =
     """Write an inference-only checkpoint: EMA weights, model config and data config (weights_only-loadable).
 
     ``inference``: the :class:`CounterfactualConfig` fields this model is recommended with (measured, e.g. brain32's
-    ``{"inversion": "residual", "keep_unchanged": True, "depth": 0.75}``); every inference command and
-    ``CounterfactualPipeline.from_checkpoint`` use them unless told otherwise.
+    ``{"inversion": "residual", "keep_unchanged": True, "depth": 0.75}``; default: the ones ``src`` holds, which the
+    fit's quality report chose); every inference command and ``CounterfactualPipeline.from_checkpoint`` use them
+    unless told otherwise.
     ``site_images``: images (N, C, H, W) and labels to abduct the site banks of the graph's local nodes from, under
     those settings (default: the checkpoint's own first training images when the graph has a local node).
     """
@@ -30,8 +31,8 @@ def export_checkpoint(src: str | Path, dst: str | Path, inference: dict | None =
     from causaldiff.inference.pipeline import CounterfactualPipeline
     from causaldiff.inference.sites import fit_site_banks
 
-    inference = check_recommendation(inference or {})
     ckpt = load_checkpoint(src)
+    inference = check_recommendation(recommended_settings(ckpt) if inference is None else inference)
     hp = ckpt.get("hyper_parameters", {})
     out = {"state_dict": model_state(ckpt, src, ema=True), "hyper_parameters": kwargs_for(CausalDiffAE, hp),
            "datamodule_hyper_parameters": {k: v for k, v in ckpt.get("datamodule_hyper_parameters", {}).items()

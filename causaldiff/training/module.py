@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 
 import pytorch_lightning as pl
 import torch
@@ -14,6 +13,7 @@ from causaldiff.hparams import kwargs_for
 from causaldiff.models.causal_diffae import CausalDiffAE, with_exogenous
 from causaldiff.training.consistency import consistency_loss
 from causaldiff.training.losses import diffae_loss
+from causaldiff.training.stages import Stage, lr_at, parse_stages, stage_at
 
 
 class CausalDiffAEModule(pl.LightningModule):
@@ -25,6 +25,11 @@ class CausalDiffAEModule(pl.LightningModule):
     the EMA encoder, must first read the labels). Its gradient is 400-800x the diffusion loss's at equal weight
     (x̂0 divides eps by sqrt(a_t), ~0.01-0.08 at the noisy steps it is read at: measured on pendulum32 v2), so
     useful weights are ~1e-3.
+
+    ``stages`` (a list of ``{steps, prediction, focus_weight, lr, warmup_steps}``, see :mod:`.stages`) trains the run
+    as consecutive stages, each with its own settings and learning-rate cycle; ``trainer.max_steps`` must be their
+    total. A checkpoint holds the prediction target of the stage it was saved in, and a resumed run continues the
+    stage its step falls in.
 
     ``init_from`` (a checkpoint path or shipped model name) starts training from that model's weights (EMA when it
     has them) instead of from scratch: fine-tuning. The architecture and graph must match; label statistics and the
@@ -47,15 +52,21 @@ class CausalDiffAEModule(pl.LightningModule):
                  kl_warmup_steps: int = 500, p_uncond: float = 0.1, p2_gamma: float = 0.0, p2_k: float = 1.0,
                  snr_gamma: float = 0.0, focus_weight: float = 0.0, beta_cf: float = 0.0, cf_start_steps: int = 1000,
                  cf_fraction: float = 0.5, latent_noise: float = 0.0, channels_last: bool = False,
-                 init_from: str | None = None):
+                 init_from: str | None = None, stages: list[dict] | None = None):
         super().__init__()
         self.save_hyperparameters()
+        self.stages: list[Stage] = parse_stages(stages or [], {k: self.hparams[k] for k in
+                                                               ("prediction", "focus_weight", "lr", "warmup_steps")})
+        if self.stages:
+            self.hparams.prediction = self.stages[0].prediction
+            self.hparams.focus_weight = self.stages[0].focus_weight
         self.model = CausalDiffAE(**kwargs_for(CausalDiffAE, self.hparams))
         self.ema_model = copy.deepcopy(self.model).requires_grad_(False)
 
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule if self._trainer is not None else None
-        if stage == "fit" and self.hparams.focus_weight and getattr(dm, "focus", None) is None:
+        focus = self.hparams.focus_weight or any(s.focus_weight for s in self.stages)
+        if stage == "fit" and focus and getattr(dm, "focus", None) is None:
             raise ValueError("focus_weight needs focus masks in the data: set --data.focus=<a binary node>")
         if stage == "fit" and self.hparams.init_from:
             self._load_initial_weights(self.hparams.init_from)
@@ -105,6 +116,20 @@ class CausalDiffAEModule(pl.LightningModule):
         return diffae_loss(model, self._batch(batch), kl_weight, h.beta_z, h.beta_u, h.beta_s, h.beta_read,
                            h.p_uncond, h.p2_gamma, h.p2_k, h.latent_noise, h.snr_gamma,
                            h.focus_weight)
+
+    def _enter_stage(self, step: int) -> None:
+        """Train step ``step`` under its stage's prediction target and focus weight (saved with the hyperparameters,
+        so that a checkpoint says what its weights predict)."""
+        stage = stage_at(self.stages, step)
+        if stage.prediction != self.hparams.prediction:
+            self.model.prediction = self.ema_model.prediction = stage.prediction
+            self.print(f"step {step}: stage {self.stages.index(stage) + 1} of {len(self.stages)}, "
+                       f"prediction={stage.prediction}")
+        self.hparams.prediction, self.hparams.focus_weight = stage.prediction, stage.focus_weight
+
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        if self.stages:
+            self._enter_stage(self.global_step)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         terms = self._loss(self.model, batch)
@@ -159,12 +184,17 @@ class CausalDiffAEModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Resume runs begun before exogenous banks existed (theirs start empty); refuse to resume a run under another
-        prediction target (its weights would be read as the other one)."""
+        prediction target (its weights would be read as the other one). A staged run's checkpoint holds the target
+        of the stage its last step trained in."""
         theirs = checkpoint.get("hyper_parameters", {}).get("prediction", "eps")
-        if theirs != self.hparams.prediction:
-            raise ValueError(f"this run was trained with prediction={theirs}; resume it with "
-                             f"--model.prediction={theirs} (or start a new run: the config says "
-                             f"{self.hparams.prediction})")
+        step = int(checkpoint.get("global_step", 0))
+        mine = stage_at(self.stages, max(0, step - 1)).prediction if self.stages else self.hparams.prediction
+        if theirs != mine:
+            raise ValueError(f"this run was trained with prediction={theirs} at step {step}, where this config says "
+                             f"{mine}; resume it under the config it was started with (--model.prediction={theirs} "
+                             "or its stages), or start a new run")
+        if self.stages:
+            self._enter_stage(step)
         state = checkpoint["state_dict"]
         for prefix, model in (("model.", self.model), ("ema_model.", self.ema_model)):
             part = {k: v for k, v in state.items() if k.startswith(prefix)}
@@ -176,14 +206,13 @@ class CausalDiffAEModule(pl.LightningModule):
         params = [p for p in self.model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        warm = self.hparams.warmup_steps
-
-        def schedule(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        stages = self.stages
+        if stages and stages[-1].start + stages[-1].steps != total:
+            raise ValueError(f"the stages add up to {stages[-1].start + stages[-1].steps} steps but the run has "
+                             f"{total}: set --trainer.max_steps to their total")
+        h = self.hparams
+        stages = stages or [Stage(0, total, h.prediction, h.focus_weight, h.lr, h.warmup_steps)]
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_at(stages, step) / h.lr if h.lr else 0.0)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 

@@ -19,16 +19,24 @@ class World:
 
     ``_labels(exo, targets)`` evaluates the world's structural equations in topological order, with
     ``targets[node]`` (B,) overriding a node (the ``do``); ``_draw(exo, labels)`` renders floats in [0, 1].
+    ``options`` are a world's named variants and their defaults (e.g. the brain's lesion size), set as attributes.
     """
 
     name: str = ""
     channels: int = 1
     graph_spec: dict = {}
+    options: dict[str, float] = {}
     chunk: int = 1024
 
-    def __init__(self, size: int = 32):
+    def __init__(self, size: int = 32, **options: float):
         if not isinstance(size, int) or size < 8:
             raise ValueError(f"world size must be an integer >= 8 pixels, got {size!r}")
+        for key in options:
+            if key not in self.options:
+                known = ", ".join(self.options) or "none"
+                raise ValueError(f"the {self.name} world has no option {key!r} (its options: {known})")
+        for key, default in self.options.items():
+            setattr(self, key, float(options.get(key, default)))
         self.size = size
         self.graph = CausalGraph.from_dict(self.graph_spec)
 

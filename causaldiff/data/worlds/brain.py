@@ -7,7 +7,7 @@ Structural equations (volumes in ml, age in years; ``u_*`` exogenous):
   lesion = 1[u_lesion < sigmoid(-3.2 + 0.06 (age - 62))]   (about 5 %, more likely with age).
 Rendered as a T1-like slice: skull ring, brain tissue ellipse (area proportional to brain volume), two dark lateral
 ventricles (area proportional to ventricle volume), a bright lesion blob; exogenous head shape, rotation, tissue
-texture and lesion site.
+texture and lesion site. Option ``lesion_scale`` scales the lesion's radius.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ class Brain(World):
         "ventricle_volume": {"kind": "continuous", "parents": ["age", "brain_volume"]},
         "lesion": {"kind": "binary", "parents": ["age"], "local": True},  # a blob at an exogenous site
     }
+    options = {"lesion_scale": 1.0}  # the lesion's radius as a multiple of the default (sigma 0.06, ~1 px at 32 px)
 
     def _exogenous(self, n, gen):
         return {
@@ -76,7 +77,7 @@ class Brain(World):
         img = img - tissue * coverage(vents, pix) * (0.45 + 0.03 * texture)
         lx = (exo["lesion_r"] * torch.cos(exo["lesion_a"]))[:, None, None] * r_brain * 0.85
         ly = (exo["lesion_r"] * torch.sin(exo["lesion_a"]))[:, None, None] * r_brain
-        blob = torch.exp(-((x - lx) ** 2 + (y - ly) ** 2) / (2 * 0.06**2))
+        blob = torch.exp(-((x - lx) ** 2 + (y - ly) ** 2) / (2 * (0.06 * self.lesion_scale) ** 2))
         img = img + labels["lesion"][:, None, None] * 0.4 * blob * tissue
         return img[:, None]
 

@@ -66,14 +66,21 @@ class Morpho(World):
 
     def _draw(self, exo, labels):
         fields, w0 = self._fields
-        b = labels["digit"].shape[0]
+        grid, scale = self._grid(exo, labels["digit"].shape[0])
+        sd = F.grid_sample(fields[labels["digit"].long().clamp(0, 9)], grid, padding_mode="border", align_corners=False)
+        return self._shade(sd * scale, labels, w0)
+
+    def _grid(self, exo, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sampling grid (B, H, W, 2) of each image's rotation, scale and shift, and the scale (B, 1, 1, 1) that
+        brings the field's distances to the image."""
         rot = exo["rotation"] * math.pi / 180
-        cos, sin, sc = torch.cos(rot) / exo["scale"], torch.sin(rot) / exo["scale"], exo["scale"]
+        cos, sin = torch.cos(rot) / exo["scale"], torch.sin(rot) / exo["scale"]
         theta = torch.stack([torch.stack([cos, -sin, exo["dx"]], 1), torch.stack([sin, cos, exo["dy"]], 1)], 1)
         grid = F.affine_grid(theta, (b, 1, self.size, self.size), align_corners=False)
-        sd = F.grid_sample(fields[labels["digit"].long().clamp(0, 9)], grid, padding_mode="border", align_corners=False)
-        sd = sd * sc[:, None, None, None]
+        return grid, exo["scale"][:, None, None, None]
+
+    def _shade(self, sd: torch.Tensor, labels, w0: float) -> torch.Tensor:
+        """Images (B, 1, H, W) in [0, 1]: a stroke of the label's thickness around the sampled field ``sd``."""
         offset = (labels["thickness"][:, None, None, None] - w0) / 2
-        pix = UNITS / self.size
-        cover = (0.5 + (offset - sd) / pix).clamp(0, 1)
+        cover = (0.5 + (offset - sd) / (UNITS / self.size)).clamp(0, 1)
         return cover * (labels["intensity"][:, None, None, None] / 255.0)
