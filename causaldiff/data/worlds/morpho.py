@@ -65,19 +65,19 @@ class Morpho(World):
         return {"digit": digit, "thickness": thickness, "intensity": targets.get("intensity", intensity)}
 
     def _draw(self, exo, labels):
-        fields, w0 = self._fields
-        grid, scale = self._grid(exo, labels["digit"].shape[0])
-        sd = F.grid_sample(fields[labels["digit"].long().clamp(0, 9)], grid, padding_mode="border", align_corners=False)
-        return self._shade(sd * scale, labels, w0)
-
-    def _grid(self, exo, b: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The sampling grid (B, H, W, 2) of each image's rotation, scale and shift, and the scale (B, 1, 1, 1) that
-        brings the field's distances to the image."""
+        """Each image's glyph field (:meth:`_glyphs`) sampled through its rotation, scale and shift, then shaded."""
+        _, w0 = self._fields
+        b = labels["digit"].shape[0]
         rot = exo["rotation"] * math.pi / 180
         cos, sin = torch.cos(rot) / exo["scale"], torch.sin(rot) / exo["scale"]
         theta = torch.stack([torch.stack([cos, -sin, exo["dx"]], 1), torch.stack([sin, cos, exo["dy"]], 1)], 1)
         grid = F.affine_grid(theta, (b, 1, self.size, self.size), align_corners=False)
-        return grid, exo["scale"][:, None, None, None]
+        sd = F.grid_sample(self._glyphs(exo, labels), grid, padding_mode="border", align_corners=False)
+        return self._shade(sd * exo["scale"][:, None, None, None], labels, w0)
+
+    def _glyphs(self, exo, labels) -> torch.Tensor:
+        """The digits' signed distance fields (B, 1, FIELD, FIELD) in MNIST units."""
+        return self._fields[0][labels["digit"].long().clamp(0, 9)]
 
     def _shade(self, sd: torch.Tensor, labels, w0: float) -> torch.Tensor:
         """Images (B, 1, H, W) in [0, 1]: a stroke of the label's thickness around the sampled field ``sd``."""

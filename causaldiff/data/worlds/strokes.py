@@ -17,7 +17,6 @@ from __future__ import annotations
 from functools import cached_property
 
 import torch
-from torch.nn import functional as F
 
 from causaldiff.data.worlds.morpho import FIELD, UNITS, Morpho
 
@@ -71,9 +70,8 @@ class Strokes(Morpho):
 
     def _glyphs(self, exo, labels) -> torch.Tensor:
         """The digits' signed distance fields (B, 1, FIELD, FIELD) in MNIST units with the findings cut in."""
-        fields, _ = self._fields
         digit = labels["digit"].long().clamp(0, 9)
-        sd = fields[digit].clone()
+        sd = super()._glyphs(exo, labels)  # indexed: a copy, cut in place below
         points, angles, counts = self._stroke_points
         c = (torch.arange(FIELD) + 0.5 - FIELD / 2) * UNITS / FIELD
         px, py = c[None, None, :], c[None, :, None]
@@ -91,9 +89,3 @@ class Strokes(Morpho):
                 cut = (on > 0) & across & (dx**2 + dy**2 < GAP_REACH**2)
                 sd[:, 0] = torch.where(cut, torch.full_like(sd[:, 0], UNITS), sd[:, 0])
         return sd
-
-    def _draw(self, exo, labels):
-        _, w0 = self._fields
-        grid, scale = self._grid(exo, labels["digit"].shape[0])
-        sd = F.grid_sample(self._glyphs(exo, labels), grid, padding_mode="border", align_corners=False)
-        return self._shade(sd * scale, labels, w0)
