@@ -69,7 +69,8 @@ def worker(models: list[str], n: int, out: str) -> None:
             seconds = time.perf_counter() - t0
             shapes = list(calls)
             t0 = time.perf_counter()
-            with torch.no_grad():
+            bf16 = getattr(pipe, "precision", "") == "bfloat16"  # a revision before the precision setting: float32
+            with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
                 for xs, ts, cs in shapes:
                     eps(torch.randn(xs), torch.full(ts, 500), torch.randn(cs))
             network = time.perf_counter() - t0

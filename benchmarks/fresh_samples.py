@@ -29,8 +29,10 @@ def fresh_grid(checkpoint: str, n: int, steps: int, seed: int = 0, depth: float 
     ab = pipe.abduct(inp.x, inp.labels, steps)
     fresh = torch.randn(inp.x.shape, generator=torch.Generator().manual_seed(seed))
     perm = pair_permutation(n, seed)
-    cols = [inp.x, pipe.predict(ab.noise, ab.z, ab.s, steps), pipe.predict(fresh, ab.z, ab.s, steps, depth=depth),
-            pipe.predict(fresh, ab.z[perm], ab.s, steps, depth=depth), inp.x[perm]]
+    def plain(noise, z, depth=None):  # the decoder alone: no residuals, nothing kept from the input
+        return pipe.decode(noise, z, ab.s, steps, 1.0, None, keep_unchanged=False, depth=depth)
+
+    cols = [inp.x, plain(ab.noise, ab.z), plain(fresh, ab.z, depth), plain(fresh, ab.z[perm], depth), inp.x[perm]]
     return grid_image(cols, ["x", "recon", "fresh, own z", "fresh, B's z", "B"])
 
 

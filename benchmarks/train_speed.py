@@ -7,7 +7,8 @@ benchmarks/results/train_speed.json. Each config's model and data are built from
 
 ``--levers`` instead measures pendulum32's step under each lever against the shipped settings, interleaved over
 ``--repeats`` rounds (these machines drift): bf16 autocast, channels_last, the fused AdamW kernel, batch 64,
-torch.compile (its compile time reported beside it). Writes benchmarks/results/train_levers.json.
+torch.compile (its compile time reported beside it), and bf16 with each of the others. Writes
+benchmarks/results/train_levers.json.
 """
 
 from __future__ import annotations
@@ -32,27 +33,29 @@ LOSS_KEYS = ("beta_z", "beta_u", "beta_s", "beta_read", "p_uncond")
 
 
 def measure(config: Path, steps: int, device: str, lever: str | None = None) -> dict:
+    """One config's training step timed; ``lever``: one of :data:`LEVERS`' names or several joined by ``+``."""
+    levers = set((lever or "").split("+"))
     cfg = yaml.safe_load(config.read_text())
     data = {**cfg["data"], "n": max(64, cfg["data"]["batch_size"] * 2), "num_workers": 0}
     dm = CausalDataModule(**data)
     module = CausalDiffAEModule(dm.graph_spec, dm.label_stats, dm.size, dm.channels, **cfg.get("model", {}))
     model = module.model.to(device)
-    if module.hparams.channels_last or lever == "channels_last":
+    if module.hparams.channels_last or "channels_last" in levers:
         model = model.to(memory_format=torch.channels_last)
-    precision = "bf16-mixed" if lever == "bf16" else cfg.get("trainer", {}).get("precision", "32-true")
+    precision = "bf16-mixed" if "bf16" in levers else cfg.get("trainer", {}).get("precision", "32-true")
     dtype = torch.bfloat16 if precision.startswith("bf16") else None
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4,
-                            **({"fused": True} if lever == "fused_adamw" else {}))
+                            **({"fused": True} if "fused_adamw" in levers else {}))
     batch = next(iter(dm.train_dataloader()))
-    if lever == "batch64":
+    if "batch64" in levers:
         batch = {k: {n: torch.cat([v, v]) for n, v in val.items()} if isinstance(val, dict) else torch.cat([val, val])
                  for k, val in batch.items()}
-    if lever == "channels_last":
+    if "channels_last" in levers:
         batch["x"] = batch["x"].contiguous(memory_format=torch.channels_last)
     batch = {"x": batch["x"].to(device), "labels": {k: v.to(device) for k, v in batch["labels"].items()},
              "mask": {k: v.to(device) for k, v in batch["mask"].items()}}
     loss_kw = {k: module.hparams[k] for k in LOSS_KEYS}
-    loss_fn = torch.compile(diffae_loss) if lever == "compile" else diffae_loss
+    loss_fn = torch.compile(diffae_loss) if "compile" in levers else diffae_loss
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t_start = time.perf_counter()
@@ -79,7 +82,8 @@ def measure(config: Path, steps: int, device: str, lever: str | None = None) -> 
             "peak_memory_MB": round(peak / 2**20, 1)}
 
 
-LEVERS = (None, "bf16", "channels_last", "fused_adamw", "batch64", "compile")
+LEVERS = (None, "bf16", "channels_last", "fused_adamw", "batch64", "compile", "bf16+fused_adamw", "bf16+batch64",
+          "bf16+compile")
 
 
 def levers(config: Path, steps: int, repeats: int) -> list[dict]:
@@ -97,7 +101,7 @@ def levers(config: Path, steps: int, repeats: int) -> list[dict]:
                      "images_per_s_min": min(speeds), "spread": round(max(speeds) - min(speeds), 1),
                      "ratio": round(statistics.median(speeds) / base, 3), "warm_up_s": max(r["warm_up_s"] for r in rs)})
         r = rows[-1]
-        print(f"{r['lever']:<14}{r['batch']:>6}{r['images_per_s_median']:>10.1f}{r['spread']:>8.1f}{r['ratio']:>8.2f}"
+        print(f"{r['lever']:<18}{r['batch']:>6}{r['images_per_s_median']:>10.1f}{r['spread']:>8.1f}{r['ratio']:>8.2f}"
               f"{r['warm_up_s']:>9.1f}", flush=True)
     print("columns: lever batch images/s(median) spread ratio-to-shipped warm-up_s (compile time for compile)")
     return rows

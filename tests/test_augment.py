@@ -87,7 +87,8 @@ def test_the_plan_records_the_whole_config_and_a_resume_under_another_setting_is
     plan = json.loads((out / "manifest.json").read_text())
     assert set(plan["config"]) == set(CounterfactualConfig.names()) - {"device"}  # every field that shapes an image
     assert plan["config"] | {"guidance": 0} == {"steps": 3, "guidance": 0, "depth": 0.75, "inversion": "residual",
-                                                 "keep_unchanged": True, "seed": 0, "batch_size": 4}  # brain32's
+                                                 "keep_unchanged": True, "seed": 0, "batch_size": 4,
+                                                 "precision": "auto"}  # brain32's
     ds = FolderDataset(out, size=32, channels=1)
     assert len(ds) == len(plan["items"]) > 0 and torch.all(ds.labels["lesion"] == 1)
     for flags, said in ((["--no-keep-unchanged"], "--keep-unchanged = True, this run asks for False"),

@@ -143,11 +143,12 @@ def test_counterfactual_cli_writes_a_loadable_folder(tiny_ckpt, tmp_path):
 
 
 def test_exact_inversion_reconstructs_where_plain_ddim_misses(tiny_ckpt):
-    """At 20 steps: fixed-point inversion L1 < 0.1 grey levels (measured ~0.02), plain DDIM > 0.3 (measured ~0.6)."""
+    """At 20 steps in float32: fixed-point inversion L1 < 0.1 grey levels (measured ~0.02), plain DDIM > 0.3
+    (measured ~0.6)."""
     inp = checkpoint_inputs(tiny_ckpt, 8)
     err = {}
     for inversion in ("ddim", "fixed-point"):
-        pipe = CounterfactualPipeline.from_checkpoint(tiny_ckpt, inversion=inversion)
+        pipe = CounterfactualPipeline.from_checkpoint(tiny_ckpt, inversion=inversion, precision="float32")
         err[inversion] = ((pipe(inp.x, inp.labels, [], steps=20).cf_x - inp.x).abs().mean() * 127.5).item()
     assert err["fixed-point"] < 0.1 < 0.3 < err["ddim"]
     assert err["fixed-point"] < err["ddim"] / 10
@@ -326,7 +327,7 @@ def test_a_trace_spares_the_factual_decoding_and_keeps_the_output(tiny_ckpt):
     from causaldiff.diffusion.transplant import TransplantSettings, transplant_loop
 
     inp = checkpoint_inputs(tiny_ckpt, 4)
-    pipe = CounterfactualPipeline.from_checkpoint(tiny_ckpt, inversion="residual")
+    pipe = CounterfactualPipeline.from_checkpoint(tiny_ckpt, inversion="residual", precision="float32")
     ab = pipe.abduct(inp.x, inp.labels, steps=10)
     m, tables = pipe.model, pipe._schedule("sample", 10)
     cf_z, _ = pipe.intervene(ab, "light_angle=100")
@@ -357,3 +358,25 @@ def test_a_trace_spares_the_factual_decoding_and_keeps_the_output(tiny_ckpt):
             outs.append(sum(images))
         assert (outs[1], outs[3]) == expected, name
         assert (outs[0] - outs[2]).abs().max().item() * 127.5 < 1e-3, name
+
+
+def test_bf16_network_keeps_the_sampler_in_float32_near_the_float32_path(pipe_and_batch, monkeypatch):
+    """precision=bfloat16 runs the network under autocast and hands the sampler float32 eps: the counterfactual
+    stays float32 and within a few grey levels of the float32 path; auto takes bf16 exactly where it is native."""
+    import causaldiff.inference.pipeline as pipeline
+
+    pipe, batch = pipe_and_batch
+    x = batch["x"][:4]
+    out = {}
+    for precision in ("float32", "bfloat16"):
+        p = CounterfactualPipeline(pipe.model, precision=precision)
+        out[precision] = p(x, None, "light_angle=100", steps=4).cf_x
+    assert out["bfloat16"].dtype == torch.float32
+    diff = (out["bfloat16"] - out["float32"]).abs().mean().item() * 127.5
+    assert 0 < diff < 3, diff
+    monkeypatch.setattr(pipeline, "native_bf16", lambda device: False)
+    assert CounterfactualPipeline(pipe.model, precision="auto").precision == "float32"
+    monkeypatch.setattr(pipeline, "native_bf16", lambda device: True)
+    assert CounterfactualPipeline(pipe.model, precision="auto").precision == "bfloat16"
+    with pytest.raises(ValueError, match=r"precision must be one of \('auto', 'float32', 'bfloat16'\), got 'fp8'"):
+        CounterfactualConfig(precision="fp8")

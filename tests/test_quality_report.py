@@ -32,7 +32,7 @@ def test_choosing_follows_the_rule_and_stores_the_settings_in_the_checkpoint(tin
 
     from causaldiff.checkpoint import recommended_settings
     from causaldiff.cli import main
-    from causaldiff.evaluation.choose import CANDIDATES, GAIN_FLOOR, choose, settings
+    from causaldiff.evaluation.choose import CANDIDATES, MEAN_FLOOR, NODE_FLOOR, choose, settings
 
     ckpt = tmp_path / "last.ckpt"
     shutil.copy(tiny_run / "checkpoints" / "last.ckpt", ckpt)
@@ -50,12 +50,17 @@ def test_choosing_follows_the_rule_and_stores_the_settings_in_the_checkpoint(tin
               str(tmp_path / "s")])
     md = (tmp_path / "r" / "report.md").read_text()
     assert f"Settings chosen on {choice['n']} of the next held-out items" in md and 0 < choice["n"] <= 16
-    # the rule: every gain >= the floor first, then the lowest true-CF L1; else the highest lowest gain
-    rows = [{"lowest_gain": 0.95, "true_cf_l1_ratio": 0.6, "input_l1": 1}, {"lowest_gain": 0.91, "true_cf_l1_ratio":
-            0.4, "input_l1": 2}, {"lowest_gain": 0.5, "true_cf_l1_ratio": 0.1, "input_l1": 0}]
-    assert choose(rows) is rows[1] and GAIN_FLOOR == 0.9
+    # the rule: the targets met (every gain >= 0.8, mean >= 0.9) first, then the lowest true-CF L1; else the highest
+    # lowest gain
+    rows = [{"lowest_gain": 0.95, "effect_gain_mean": 0.97, "true_cf_l1_ratio": 0.6, "input_l1": 1},
+            {"lowest_gain": 0.82, "effect_gain_mean": 0.95, "true_cf_l1_ratio": 0.4, "input_l1": 2},
+            {"lowest_gain": 0.81, "effect_gain_mean": 0.85, "true_cf_l1_ratio": 0.3, "input_l1": 3},
+            {"lowest_gain": 0.5, "effect_gain_mean": 0.9, "true_cf_l1_ratio": 0.1, "input_l1": 0}]
+    assert choose(rows) is rows[1] and (NODE_FLOOR, MEAN_FLOOR) == (0.8, 0.9)
     assert choose([{**r, "true_cf_l1_ratio": None} for r in rows])["input_l1"] == 1  # no truth: the smallest change
     assert choose([{**r, "lowest_gain": r["lowest_gain"] - 0.5} for r in rows])["lowest_gain"] == pytest.approx(0.45)
+    none_meet = [{**r, "lowest_gain": 0.7 + i / 100} for i, r in enumerate(rows)]
+    assert choose(none_meet) is none_meet[3]  # the highest lowest gain
 
 
 def test_report_command_reuses_the_predictor_and_writes_where_told(tiny_run, tmp_path, capsys):

@@ -15,7 +15,7 @@ def register(sub) -> None:
     demo = sub.add_parser("demo", help="one command: data, shipped model, grid of every node, short evaluation")
     demo.add_argument("--out", default="causaldiff-demo", help="output folder (default causaldiff-demo)")
     demo.add_argument("--train", action="store_true", help="train a pendulum model from scratch first, to where its "
-                      f"interventions show ({DEMO_STEPS} steps; about 15 min on 2 CPU cores with its quality report)")
+                      f"interventions show ({DEMO_STEPS} steps; 4 min on 2 CPU cores with bf16 units, report included)")
     demo.add_argument("--max-steps", type=int, help=f"with --train: train this many steps instead of {DEMO_STEPS}")
     demo.add_argument("--report-n", type=int, default=64,
                       help="with --train: held-out items of the trained model's quality report (0: none)")
@@ -57,11 +57,13 @@ def run(args: argparse.Namespace) -> None:
 def train(root: Path, steps: int, report_n: int) -> str:
     """Train the shipped pendulum32 config for ``steps`` steps, its learning rate annealed over them (a resumable run
     under ``root``), ending with its quality report (``report_n`` items); returns its last checkpoint."""
+    from causaldiff.precision import native_bf16
     from causaldiff.training.cli import packaged_config, run_lightning_cli
 
-    images = steps * 32
-    print(f"training pendulum32 for {steps} steps ({images:,} images): {images / 120 / 60:.0f}-{images / 44 / 60:.0f} "
-          "min at the 44-120 images/s measured on 2 CPU cores", flush=True)
+    images, rate = steps * 32, 220 if native_bf16() else 158  # a running fit's images/s (benchmarks/fit_speed.py)
+    print(f"training pendulum32 for {steps} steps ({images:,} images): about {images / rate / 60:.0f} min at the "
+          f"{rate} images/s measured on 2 AVX-512 CPU cores ({'bf16' if rate == 220 else 'float32'}), then about "
+          "2 min of quality report", flush=True)
     run_lightning_cli(["fit", "--config", str(packaged_config("pendulum32")), f"--trainer.default_root_dir={root}",
                        f"--trainer.max_steps={steps}", "--trainer.max_time=null", f"--report.n={report_n}",
                        "--report.choose=false"])  # the defaults: the demo's time is the training and one report

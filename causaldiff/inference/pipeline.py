@@ -30,10 +30,11 @@ from causaldiff.diffusion.masked import MaskSettings, masked_loop
 from causaldiff.diffusion.sampler import LoopRunner, Trace, retrace
 from causaldiff.diffusion.schedule import DDIMTables, add_noise, invert_tables, sample_tables
 from causaldiff.diffusion.transplant import TransplantSettings, transplant_loop
-from causaldiff.inference.config import CounterfactualConfig
+from causaldiff.inference.config import PRECISIONS, CounterfactualConfig
 from causaldiff.inference.sites import SiteBank, Sites, load_site_banks
 from causaldiff.interventions import Intervention, resolve
 from causaldiff.models.causal_diffae import CausalDiffAE
+from causaldiff.precision import native_bf16
 
 Labels = dict[str, Tensor]
 
@@ -90,12 +91,14 @@ class CounterfactualPipeline:
     """
 
     def __init__(self, model: CausalDiffAE, inversion: str = "ddim", keep_unchanged: bool = False,
-                 depth: float = 1.0, capture: bool = False, *, propagation: str = "labels",
+                 depth: float = 1.0, capture: bool = False, precision: str = "float32", *,
+                 propagation: str = "labels",
                  findings: str = "transplant", site_banks: dict[str, SiteBank] | None = None,
                  transplant: TransplantSettings | None = None, mask: MaskSettings | None = None):
         for name, value, options in (("inversion", inversion, INVERSIONS),
                                      ("propagation", propagation, ("labels", "mechanisms", "none")),
-                                     ("findings", findings, ("transplant", "decode"))):
+                                     ("findings", findings, ("transplant", "decode")),
+                                     ("precision", precision, PRECISIONS)):
             if value not in options:
                 raise ValueError(f"{name} must be one of {options}, got {value!r}")
         self.model = model.eval()
@@ -106,6 +109,8 @@ class CounterfactualPipeline:
         self.site_banks = dict(site_banks or {})
         self.inversion_iters = FIXED_POINT_ITERS if inversion == "fixed-point" else 0
         self.run_loop = LoopRunner(capture)
+        self.precision = resolved_precision(precision, self.device)
+        self.eps_fn = self._eps  # one bound method: captured loops are keyed by it
         self._tables: dict[tuple, DDIMTables] = {}
         self._warned: set[str] = set()
 
@@ -128,6 +133,13 @@ class CounterfactualPipeline:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def _eps(self, x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
+        """The network's eps (B, C, H, W) in float32, computed under bf16 autocast at ``precision="bfloat16"``: the
+        sampler's updates and the residuals stay in float32."""
+        with torch.autocast(x.device.type, torch.bfloat16, enabled=self.precision == "bfloat16"):
+            eps = self.model.eps(x, t, cond)
+        return eps.float()
+
     # ------------------------------------------------------------------ the three steps
     @torch.no_grad()
     def abduct(self, x: Tensor, labels: Labels | None = None, steps: int = 50,
@@ -144,10 +156,10 @@ class CounterfactualPipeline:
         if self.inversion == "none":  # a sample of q(x_T | x)
             noise = add_noise(x, torch.randn(x.shape, generator=generator).to(x.device), tables.a_to[-1])
         elif self.inversion == "residual":
-            noise, trace = self.run_loop.run(retrace, m.eps, {"x": x, "cond": cond}, invert=tables,
+            noise, trace = self.run_loop.run(retrace, self.eps_fn, {"x": x, "cond": cond}, invert=tables,
                                              sample=self._schedule("sample", steps))
         else:
-            noise = self.run_loop(m.eps, x, cond, tables, fixed_point_iters=self.inversion_iters)
+            noise = self.run_loop(self.eps_fn, x, cond, tables, fixed_point_iters=self.inversion_iters)
         return Abduction(labels, z, mu_s, noise, trace, self.depth)
 
     @torch.no_grad()
@@ -219,7 +231,7 @@ class CounterfactualPipeline:
                 {"residuals": None if part is None else part.residuals, "path": None, "eps_f": None}
             inputs = {"noise": noise[d], "c_cf": m.condition(cf_z[d], s[d]), "c_f": m.condition(base[d], s[d]),
                       "where": sites.where[on].to(dev), "patches": sites.patches[on].to(dev, noise.dtype), **factual}
-            cf_x[d] = self.run_loop.run(transplant_loop, m.eps, inputs, tables=tables, settings=self.transplant,
+            cf_x[d] = self.run_loop.run(transplant_loop, self.eps_fn, inputs, tables=tables, settings=self.transplant,
                                         bump_at=bump_at)
         rest = (~drawn).nonzero().flatten()
         if len(rest):
@@ -241,10 +253,10 @@ class CounterfactualPipeline:
             raise ValueError("guidance and keep_unchanged act against the factual condition: they need its latents z")
         if keep:
             inputs = {"noise": noise, "c_cf": cond, "c_f": m.condition(z, s), **_trace_inputs(trace)}
-            return self.run_loop.run(masked_loop, m.eps, inputs, tables=tables, guidance=guidance,
+            return self.run_loop.run(masked_loop, self.eps_fn, inputs, tables=tables, guidance=guidance,
                                      mask=self.mask).clamp(-1, 1)
         null = None if guidance == 1.0 else m.condition(z, s)
-        return self.run_loop(m.eps, noise, cond, tables, guidance=guidance, null=null,
+        return self.run_loop(self.eps_fn, noise, cond, tables, guidance=guidance, null=null,
                              residuals=None if trace is None else trace.residuals).clamp(-1, 1)
 
     def __call__(self, x: Tensor, labels: Labels | None = None, do=(), steps: int = 50, guidance: float = 1.0,
@@ -371,4 +383,12 @@ def _trace_inputs(trace: Trace | None) -> dict[str, Tensor | None]:
 
 def switches(config: CounterfactualConfig) -> dict:
     """The :class:`CounterfactualPipeline` arguments a config sets (steps, guidance and seed act per call)."""
-    return {"inversion": config.inversion, "keep_unchanged": config.keep_unchanged, "depth": config.depth}
+    return {"inversion": config.inversion, "keep_unchanged": config.keep_unchanged, "depth": config.depth,
+            "precision": config.precision}
+
+
+def resolved_precision(precision: str, device: torch.device) -> str:
+    """``auto``: bfloat16 where it is native (:func:`~causaldiff.precision.native_bf16`), float32 elsewhere."""
+    if precision != "auto":
+        return precision
+    return "bfloat16" if native_bf16(device) else "float32"

@@ -42,7 +42,8 @@ class CausalCLI(RootedCLI):
     def before_instantiate_classes(self) -> None:
         super().before_instantiate_classes()
         trainer = (self.config[self.subcommand] if self.subcommand else self.config).trainer
-        _check_precision(str(trainer.precision), str(trainer.accelerator))
+        if trainer.precision is not None:
+            trainer.precision = _runnable_precision(str(trainer.precision), str(trainer.accelerator))
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--report.n", type=int, default=64,
@@ -64,15 +65,19 @@ class PredictorCLI(RootedCLI):
         parser.link_arguments("data.channels", "model.channels", apply_on="instantiate")
 
 
-def _check_precision(precision: str, accelerator: str) -> None:
-    """Refuse bf16 training on a CPU without native bf16 (AVX512-BF16 or AMX): oneDNN has no bf16 convolution for it,
-    and PyTorch's fallback ran a pendulum32 step 17x slower than float32 (benchmarks/train_speed.py, bf16 row)."""
+def _runnable_precision(precision: str, accelerator: str) -> str:
+    """``precision``, but 32-true for bf16 on a CPU without native bf16 (:func:`~causaldiff.precision.native_bf16`),
+    where it would run many times slower; says so in one line."""
     import torch
 
+    from causaldiff.precision import native_bf16
+
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
-    if precision.startswith("bf16") and on_cpu and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        raise ValueError(f"--trainer.precision={precision}: this CPU has no native bf16 (AVX512-BF16 / AMX), so "
-                         "training would run many times slower; use --trainer.precision=32-true")
+    if precision.startswith("bf16") and on_cpu and not native_bf16("cpu"):
+        print(f"precision {precision}: this CPU has no native bf16 (AVX512-BF16 / AMX), where it would train many "
+              "times slower; training in 32-true")
+        return "32-true"
+    return precision
 
 
 def packaged_config(name: str) -> Path:

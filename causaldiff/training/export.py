@@ -38,7 +38,9 @@ def export_checkpoint(src: str | Path, dst: str | Path, inference: dict | None =
            "datamodule_hyper_parameters": {k: v for k, v in ckpt.get("datamodule_hyper_parameters", {}).items()
                                            if not k.startswith("_")},
            "global_step": ckpt.get("global_step"), **({"inference": inference} if inference else {})}
-    pipe = CounterfactualPipeline.from_checkpoint(out, CounterfactualConfig.resolved(inference, device="cpu"))
+    # float32: a checkpoint's banks do not depend on the machine that exported it
+    config = CounterfactualConfig.resolved(inference, device="cpu", precision="float32")
+    pipe = CounterfactualPipeline.from_checkpoint(out, config)
     if any(node.local for node in pipe.graph.nodes.values()):
         banks = fit_site_banks(pipe, *(site_images or training_images(out)))
         out["site_banks"] = {node: bank.state() for node, bank in banks.items()}
