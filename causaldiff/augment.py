@@ -214,6 +214,8 @@ def run_augment(pipeline: CounterfactualPipeline, inputs: Inputs, out: str | Pat
     out = Path(out)
     plan = load_or_write_plan(out, {**args, "n_inputs": len(inputs.names),
                                     "items": [{"id": f"{i:06d}", **it} for i, it in enumerate(items)]})
+    for stale in [*out.glob(".*.tmp"), *out.glob("items/.*.tmp")]:  # a killed run's half-written files
+        stale.unlink(missing_ok=True)
     todo = [it for it in plan["items"] if not (out / "items" / f"{it['id']}.json").is_file()]
     if todo:
         loader = torch.utils.data.DataLoader(PlanDataset(todo, inputs), batch_size=opts.batch_size,

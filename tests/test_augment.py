@@ -129,6 +129,7 @@ def test_sigkill_then_rerun_leaves_nothing_missing_or_half_written(brain_folder,
     n = len(json.loads((out / "manifest.json").read_text())["items"])
     if len(list(out.glob("items/*.json"))) < n:  # killed part-way (the usual case): no CSV claims completeness
         assert not (out / "labels.csv").exists()
+    (out / "items" / ".000000.png.killed.tmp").write_bytes(b"half")  # as a kill during a write leaves one
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(list((out / "items").glob("*.png"))) == len(list((out / "items").glob("*.json"))) == n
