@@ -7,6 +7,7 @@ those it sets itself, and an evaluation variant (:data:`causaldiff.evaluation.va
 from __future__ import annotations
 
 import argparse
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +64,9 @@ def rerun_command() -> str:
         return path.relative_to(cwd).as_posix() if path.is_absolute() and path.is_relative_to(cwd) else arg
 
     return "python " + " ".join(relative(a) for a in sys.argv)
+
+
+def spread_stats(values: list[float]) -> dict:
+    """min, median and spread (max - min) of repeated measurements, rounded to 3 decimals."""
+    return {"min": round(min(values), 3), "median": round(statistics.median(values), 3),
+            "spread": round(max(values) - min(values), 3)}

@@ -132,6 +132,8 @@ def main() -> None:
 def summarise(runs: dict[str, list[dict]], compare: str | None) -> list[dict]:
     """One row per (model, intervention): min / median / spread of images/s over repeats, the network-only limit,
     and against ``compare``: the speed ratio of medians and the outputs' mean |difference| in grey levels."""
+    from common import spread_stats  # benchmarks/common.py
+
     table = []
     head = f"{'model':<11}{'do':<20}{'calls':>6}{'img/s':>8}{'spread':>8}{'net-only':>9}{'limit x':>8}"
     head += f"{'then':>8}{'speed-up':>9}{'diff':>7}" if compare else ""
@@ -141,8 +143,8 @@ def summarise(runs: dict[str, list[dict]], compare: str | None) -> list[dict]:
         speed = [row["n"] / r["rows"][i]["seconds"] for r in runs["this"]]
         limit = [row["n"] / r["rows"][i]["network_seconds"] for r in runs["this"]]
         out = {"model": row["model"], "do": row["do"], "n": row["n"], "calls": row["calls"],
-               "call_images": row["call_images"], "images_per_s": _stats(speed),
-               "network_only_images_per_s": _stats(limit),
+               "call_images": row["call_images"], "images_per_s": spread_stats(speed),
+               "network_only_images_per_s": spread_stats(limit),
                "time_over_network_only": round(statistics.median(limit) / statistics.median(speed), 3)}
         line = (f"{row['model']:<11}{row['do']:<20}{row['calls']:>6}{out['images_per_s']['median']:>8.2f}"
                 f"{out['images_per_s']['spread']:>8.2f}{out['network_only_images_per_s']['median']:>9.2f}"
@@ -151,9 +153,9 @@ def summarise(runs: dict[str, list[dict]], compare: str | None) -> list[dict]:
             then = [row["n"] / r["rows"][i]["seconds"] for r in runs[compare]]
             diff = (runs["this"][0]["outputs"][key] - runs[compare][0]["outputs"][key]).abs().mean().item() * 127.5
             then_limit = [row["n"] / r["rows"][i]["network_seconds"] for r in runs[compare]]
-            out.update({"then_images_per_s": _stats(then), "then_calls": runs[compare][0]["rows"][i]["calls"],
+            out.update({"then_images_per_s": spread_stats(then), "then_calls": runs[compare][0]["rows"][i]["calls"],
                         "then_call_images": runs[compare][0]["rows"][i]["call_images"],
-                        "then_network_only_images_per_s": _stats(then_limit),
+                        "then_network_only_images_per_s": spread_stats(then_limit),
                         "speed_up": round(statistics.median(speed) / statistics.median(then), 3),
                         "mean_abs_diff_grey_levels": round(diff, 4)})
             line += f"{out['then_images_per_s']['median']:>8.2f}{out['speed_up']:>9.2f}{diff:>7.3f}"
@@ -164,11 +166,6 @@ def summarise(runs: dict[str, list[dict]], compare: str | None) -> list[dict]:
                                                                      "revision's img/s, the ratio, mean |diff| of "
                                                                      "outputs in grey levels" if compare else ""))
     return table
-
-
-def _stats(values: list[float]) -> dict:
-    return {"min": round(min(values), 3), "median": round(statistics.median(values), 3),
-            "spread": round(max(values) - min(values), 3)}
 
 
 if __name__ == "__main__":

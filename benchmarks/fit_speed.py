@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,7 +66,7 @@ def main() -> None:
     ap.add_argument("--report-n", type=int, default=128, help="held-out items of each fit's quality report")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fit_speed.json"))
     args = ap.parse_args()
-    from common import commit, rerun_command  # benchmarks/common.py
+    from common import commit, rerun_command, spread_stats  # benchmarks/common.py
 
     from causaldiff.io import atomic_write_text
 
@@ -88,8 +87,8 @@ def main() -> None:
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(trees[args.compare])],
                            check=True)
-    rows = {key: {"images_per_s": _stats([r["images_per_s"] for r in rs]),
-                  "effect_gain_mean": _stats([r["effect_gain_mean"] for r in rs]), "runs": rs}
+    rows = {key: {"images_per_s": spread_stats([r["images_per_s"] for r in rs]),
+                  "effect_gain_mean": spread_stats([r["effect_gain_mean"] for r in rs]), "runs": rs}
             for key, rs in runs.items()}
     speed_up = rows["this"]["images_per_s"]["median"] / rows[args.compare]["images_per_s"]["median"]
     gain_change = rows["this"]["effect_gain_mean"]["median"] - rows[args.compare]["effect_gain_mean"]["median"]
@@ -99,11 +98,6 @@ def main() -> None:
             "report_n": args.report_n, "threads": os.cpu_count()}
     atomic_write_text(args.out, json.dumps({"meta": meta, "speed_up": round(speed_up, 3),
                                             "gain_change": round(gain_change, 4), "rows": rows}, indent=2))
-
-
-def _stats(values: list[float]) -> dict:
-    return {"min": round(min(values), 3), "median": round(statistics.median(values), 3),
-            "spread": round(max(values) - min(values), 3)}
 
 
 if __name__ == "__main__":
