@@ -1,19 +1,22 @@
-"""Lesions by guidance weight: drawn, removed, and what else moves. Brain world test images, 20 DDIM steps.
+"""Lesions by guidance weight: drawn, removed, and what else moves. Brain world test images, 50 DDIM steps.
 
-For n lesion-free images, do(lesion=1) under each transplant guidance weight w; for n lesion images,
-do(lesion=0). Read by the anti-causal predictor: the share read as lesion (``drawn``) / lesion-free
-(``removed``); how far the other nodes' readings move from the reconstruction's (``other_change``) beside the
-reconstruction's own error (``recon_error``, the noise floor) and beside the true counterfactuals' (row ``truth``: the
-predictor's other readings move for a lesion alone); the mean distance in pixels between the brightest
-change of two seeds (``seed_site_px``: do seeds give other sites?); where the brightest change lies, as a fraction of
-the brain's radius (``site_radius``, and ``central_share`` below 0.45: the world draws sites uniformly in 0.35-0.75,
-so a quarter of real lesions are central, over the ventricles); the L1 to the reconstruction (0-255).
+For n lesion-free images, do(lesion=1) under each transplant guidance weight w; for n lesion images, do(lesion=0) at the
+configuration's guidance (what a user gets; default 1). Read by the anti-causal predictor: the share read as lesion
+(``drawn``) / lesion-free (``removed``); how far the other nodes' readings move from the reconstruction's
+(``other_change``) beside the reconstruction's own error (``recon_error``, the noise floor) and beside the true
+counterfactuals' (row ``truth``: the predictor's other readings move for a lesion alone); the mean distance in pixels
+between the brightest change of two seeds (``seed_site_px``: do seeds give other sites?); where the brightest change
+lies, as a fraction of the brain's radius (``site_radius``, and ``central_share`` below 0.45: the world draws sites
+uniformly in 0.35-0.75, so a quarter of real lesions are central, over the ventricles); the L1 to the reconstruction
+(0-255).
 
-Run: ``python benchmarks/lesion_sweep.py --checkpoint brain32 --weights 3 --out benchmarks/results/lesions/x.json``
-(the checkpoint's recommended settings; the counterfactual flags change them). A switched-on lesion is transplanted
-from the checkpoint's site bank, each weight then the transplant's (``TransplantSettings.guidance``); ``--variant
-decoded-findings`` decodes it from the latent instead, at guidance w; ``--site-gain``, ``--site-disk`` and
-``--site-at`` override the transplant's gain, disk and timestep (see causaldiff.inference.sites).
+Run: ``python benchmarks/lesion_sweep.py --checkpoint brain32 --weights 3 --out benchmarks/results/lesions/x.json`` (the
+checkpoint's recommended settings; the counterfactual flags change them). ``--option lesion_scale=2`` draws the test
+images from the brain world with lesions twice as wide (give a model and ``--predictor`` trained on it). A switched-on
+lesion is transplanted from the checkpoint's site bank, each weight then the transplant's
+(``TransplantSettings.guidance``); ``--variant decoded-findings`` decodes it from the latent instead, at guidance w;
+``--site-gain``, ``--site-disk`` (in the finding's HWHMs) and ``--site-at`` override the transplant's gain, disk and
+timestep (see causaldiff.inference.sites).
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ def brightest(cf, ref):
 
 
 @torch.no_grad()
-def sweep(pipe, predictor, x, labels, n, weights, steps=20) -> dict:
+def sweep(pipe, predictor, x, labels, n, weights, guidance, steps) -> dict:
     pos = torch.nonzero(labels["lesion"] == 1).flatten()[:n]
     neg = torch.nonzero(labels["lesion"] == 0).flatten()[:n]
     a = pipe.abduct(x[neg], {k: v[neg] for k, v in labels.items()}, steps)
@@ -78,12 +81,12 @@ def sweep(pipe, predictor, x, labels, n, weights, steps=20) -> dict:
     rec = pipe.predict(a.noise, a.z, a.s, steps, z=a.z, trace=a.trace)
     read_rec = predictor.predict(rec)
     is_lesion = lambda img: (predictor.predict(img)["lesion"] == 1).float().mean().item()  # noqa: E731
+    removed = pipe.counterfactuals(b, ["lesion=0"], steps, guidance, torch.Generator().manual_seed(0))[0].cf_x
     out = {}
     for w in weights:
         pipe.transplant = dataclasses.replace(pipe.transplant, guidance=w)  # unused when findings are decoded
         cfs = [pipe.counterfactuals(a, ["lesion=1"], steps, w, torch.Generator().manual_seed(s))[0].cf_x
                for s in (0, 1)]
-        removed = pipe.counterfactuals(b, ["lesion=0"], steps, w, torch.Generator().manual_seed(0))[0].cf_x
         read = predictor.predict(cfs[0])
         site = brightest(cfs[0], rec)
         radius = site_radius(site, labels["brain_volume"][neg])
@@ -103,29 +106,35 @@ def main() -> None:
     add_config_args(ap)
     ap.add_argument("--variant", default="causaldiff", choices=list(VARIANTS), help="an evaluation variant")
     ap.add_argument("--site-gain", type=float, help="the transplanted patch over the banked one")
-    ap.add_argument("--site-disk", type=float, help="guidance disk radius (px at 32 px)")
+    ap.add_argument("--site-disk", type=float, help="guidance disk radius (in the finding's HWHMs)")
+    ap.add_argument("--option", action="append", default=[], metavar="KEY=NUMBER",
+                    help="a brain world variant, e.g. lesion_scale=2")
     ap.add_argument("--site-at", type=float, help="the transplant's timestep, a fraction of the training timesteps")
     ap.add_argument("--weights", nargs="*", type=float, default=[1.0, 2.0, 3.0, 4.0])
     ap.add_argument("--n", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=50, help="DDIM steps (50: the default of every command)")
     ap.add_argument("--out", required=True, help="JSON file to write")
     args = ap.parse_args()
-    world = get_world("brain", 32)
+    options = {k: float(v) for k, v in (pair.split("=", 1) for pair in args.option)}
+    world = get_world("brain", 32, **options)
     exo, labels = world.sample(4000, 777)
     x = to_unit(world.render(exo, labels))
     predictor = AntiCausalPredictor.from_checkpoint(args.predictor)
     res = {"truth": truth_row(world, predictor, exo, labels, args.n)}
     print(f"truth: {res['truth']}", flush=True)
-    config = config_for(args.checkpoint, args)
+    config = config_for(args.checkpoint, args, steps=args.steps)
     pipe = CounterfactualPipeline.from_checkpoint(args.checkpoint, config, **VARIANTS[args.variant])
     pipe.site_banks = site_banks(args.checkpoint, config)
-    changes = {k: v for k, v in (("gain", args.site_gain), ("disk_px", args.site_disk), ("at", args.site_at))
+    changes = {k: v for k, v in (("gain", args.site_gain), ("disk", args.site_disk), ("at", args.site_at))
                if v is not None}
     pipe.transplant = dataclasses.replace(pipe.transplant, **changes)
-    for key, row in sweep(pipe, predictor, x, labels, args.n, args.weights).items():
+    for key, row in sweep(pipe, predictor, x, labels, args.n, args.weights, config.guidance, args.steps).items():
         res[key] = row
         print(f"{key}: {row}", flush=True)
     atomic_write_text(Path(args.out), json.dumps({
         "command": rerun_command(), "commit": commit(), "checkpoint": args.checkpoint, "n": args.n,
+        "steps": args.steps, "world": options,
+        "finding_hwhm": {k: round(b.hwhm, 3) for k, b in pipe.site_banks.items()},
         "config": config.asdict(), "variant": args.variant, "transplant": dataclasses.asdict(pipe.transplant),
         "rows": res}, indent=1))
 

@@ -339,7 +339,7 @@ def test_a_trace_spares_the_factual_decoding_and_keeps_the_output(tiny_ckpt):
 
     conds = {"noise": ab.noise, "c_cf": m.condition(cf_z, ab.s), "c_f": m.condition(ab.z, ab.s)}
     where = torch.tensor([[0.5, 0.5, 1.0]] * 4)
-    sites = {"where": where, "patches": 0.5 * torch.ones(4, m.channels, 3, 3)}
+    sites = {"where": where, "patches": 0.5 * torch.ones(4, m.channels, 3, 3), "hwhm": torch.full((4,), 1.2)}
     settings = TransplantSettings(at=0.3)
     bump_at = settings.step(tables, m.scheduler_config["num_train_timesteps"])
     assert 0 < bump_at < 10

@@ -4,16 +4,18 @@ import pytest
 import torch
 
 from causaldiff.diffusion.transplant import TransplantSettings, place_patches, site_disk
+from causaldiff.inference import sites as site_codes
 from causaldiff.inference.pipeline import CounterfactualPipeline
-from causaldiff.inference.sites import SiteBank, change_peaks, fit_site_banks, load_site_banks, patches_at
+from causaldiff.inference.sites import SiteBank, change_peaks, finding_hwhm, fit_site_banks, load_site_banks
 from tests.helpers import tiny_model
 
 
-def bumps(rows, cols, height=1.0, size=32):
-    """(B, 1, size, size) unit-σ Gaussian bumps of ``height`` at pixel (rows, cols)."""
+def bumps(rows, cols, height=1.0, size=32, sigma=1.0):
+    """(B, 1, size, size) Gaussian bumps of width ``sigma`` and ``height`` at pixel (rows, cols)."""
     yy, xx = torch.meshgrid(torch.arange(float(size)), torch.arange(float(size)), indexing="ij")
     r, c = torch.tensor(rows, dtype=torch.float32), torch.tensor(cols, dtype=torch.float32)
-    return height * torch.exp(-((yy - r.view(-1, 1, 1)) ** 2 + (xx - c.view(-1, 1, 1)) ** 2) / 2)[:, None]
+    d2 = (yy - r.view(-1, 1, 1)) ** 2 + (xx - c.view(-1, 1, 1)) ** 2
+    return height * torch.exp(-d2 / (2 * sigma ** 2))[:, None]
 
 
 def test_change_peaks_finds_the_site_and_height_of_a_removed_bump():
@@ -41,20 +43,40 @@ def test_site_bank_draws_stored_codes_seeded_and_refuses_bad_shapes():
         SiteBank(torch.zeros(5, 3), torch.zeros(4, 1, 3, 3))
 
 
-def test_a_patch_taken_at_a_site_is_put_back_there_and_the_disk_scales_with_the_image():
+def test_a_patch_taken_at_a_site_is_put_back_there_and_window_and_disk_scale_with_the_finding():
     change = bumps([16, 3], [48, 60], 0.7, size=64)  # one near the border: zero-padded
     where = torch.tensor([[16.5 / 64, 48.5 / 64, 0.7], [3.5 / 64, 60.5 / 64, 0.7]])
-    patches = patches_at(change, where, TransplantSettings().patch_side(64))
-    assert patches.shape == (2, 1, 13, 13)  # 7 px at 32 px, 13 at 64
-    assert patches[0, 0, 6, 6].item() == pytest.approx(0.7) and patches[1, 0, 6, 6].item() == pytest.approx(0.7)
+    settings = TransplantSettings()
+    hwhm = finding_hwhm(site_codes.patches_at(change, where, 17))
+    patches = site_codes.patches_at(change, where, settings.patch_side(hwhm))
+    assert patches.shape == (2, 1, 7, 7)  # unit σ: HWHM 1.18 px, half side 2.4 × 1.18 ≈ 3
+    wide = bumps([16], [48], 0.7, size=64, sigma=2.0)
+    assert settings.patch_side(finding_hwhm(site_codes.patches_at(wide, where[:1], 17))) == 13  # twice as wide: 13
+    assert patches[0, 0, 3, 3].item() == pytest.approx(0.7) and patches[1, 0, 3, 3].item() == pytest.approx(0.7)
     placed = place_patches(where, patches, 64)
-    assert (placed - change).abs().amax() < 1e-6  # what the windows held comes back in place
+    assert (placed - change).abs().amax() < 0.02  # what the windows held comes back in place (its tails cut at 3σ)
     nothing = place_patches(torch.full((1, 3), float("nan")), patches[:1], 64)
     assert nothing.abs().sum() == 0  # NaN row: nothing drawn
-    disk = site_disk(torch.cat([where[:1], torch.full((1, 3), float("nan"))]), 64, disk_px=2.5)
-    assert disk.shape == (2, 1, 64, 64) and disk[0, 0, 16, 48]
-    assert disk[0].sum().item() == pytest.approx(3.14159 * 5 ** 2, rel=0.15)  # radius 2.5 px at 32 px = 5 px at 64
-    assert not disk[1].any()
+    disk = site_disk(torch.cat([where[:1], where[:1], torch.full((1, 3), float("nan"))]), 64,
+                     torch.tensor([2.5, 5.0, 9.0]))
+    assert disk.shape == (3, 1, 64, 64) and disk[0, 0, 16, 48]
+    assert disk[0].sum().item() == pytest.approx(3.14159 * 2.5 ** 2, rel=0.15)  # each site its own radius, in px
+    assert disk[1].sum().item() == pytest.approx(3.14159 * 5 ** 2, rel=0.15)
+    assert not disk[2].any()
+
+
+def test_a_findings_size_is_its_half_width_at_half_maximum_above_the_windows_edge():
+    for sigma in (0.5, 1.0, 2.0, 3.0):
+        hwhm = finding_hwhm(bumps([8], [8], 0.9, size=17, sigma=sigma) + 0.1)  # on a flat ground
+        assert hwhm == pytest.approx(sigma * (2 * torch.log(torch.tensor(2.0))).sqrt().item(), rel=0.12), sigma
+    signs = bumps([8, 8], [8, 8], 1.0, size=17) * torch.tensor([1.0, -1.0]).view(2, 1, 1, 1)
+    assert finding_hwhm(signs) == pytest.approx(1.18, abs=0.01)  # |change|: brighter and darker findings alike
+    assert finding_hwhm(torch.ones(3, 1, 5, 5)) == 2.0  # no peak: as wide as the window
+    with pytest.raises(ValueError, match="a finding's size needs patches of side >= 3, got 1"):
+        finding_hwhm(torch.ones(2, 1, 1, 1))
+    cut, padded = site_codes.resized(signs, 5), site_codes.resized(signs, 21)
+    torch.testing.assert_close(site_codes.resized(cut, 17)[..., 6:11, 6:11], signs[..., 6:11, 6:11])
+    assert cut.shape[-1] == 5 and padded.shape[-1] == 21 and padded[..., :2, :].abs().sum() == 0
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +131,9 @@ def test_a_transplant_draws_at_seeded_sites_from_the_bank_and_leaves_unswitched_
     ab3 = exact.abduct(x[mixed], {k: v[mixed] for k, v in labels.items()}, steps=3)
     out3 = exact.counterfactuals(ab3, ["lesion=1"], 3, 1.0, torch.Generator().manual_seed(1))[0].cf_x
     assert (out3[2:] - x[mixed][2:]).abs().amax() < 1e-5 < 1e-3 < (out3[:2] - x[mixed][:2]).abs().amax()
+    radius = exact.transplant.disk * exact.site_banks["lesion"].hwhm  # 2.8 of the bank's measured HWHM
     changed = ((out3[:2] - x[mixed][:2]).abs() > 1e-5).sum((1, 2, 3))  # the drawn ones are the source outside the
-    assert (changed <= 13).all()  # disk of 3.5 px at 32 px (1.75 px at 16: at most 13 pixels)
+    assert (changed <= 3.2 * radius ** 2 + 4 * radius).all()  # disk (π r² and its rim's pixels)
 
 
 def test_a_finding_switched_on_by_its_parent_is_transplanted_onto_the_parents_own_change(brain):
@@ -130,7 +153,7 @@ def test_a_finding_switched_on_by_its_parent_is_transplanted_onto_the_parents_ow
     assert torch.equal(base[:, i], ab.z[:, i]) and not torch.equal(base, ab.z)  # only the lesion's block restored
     out = pipe.predict(ab.noise, cf_z, ab.s, 3, 1.0, ab.z, sites, ab.trace, ab.depth, base)
     aged = pipe.decode(ab.noise, base, ab.s, 3, 1.0, ab.z, ab.trace, depth=ab.depth)  # the age change alone
-    outside = ~site_disk(sites.where, 16, TransplantSettings().disk_px)
+    outside = ~site_disk(sites.where, 16, TransplantSettings().disk * sites.hwhm)
     assert torch.equal(out.masked_select(outside), aged.masked_select(outside))  # built on the aged decoding
     assert (aged - x[neg]).abs().amax() > 1e-3  # which is not the factual image
     alone = pipe.predict(ab.noise, cf_z, ab.s, 3, 1.0, ab.z, sites, ab.trace, ab.depth)  # without a base: factual
@@ -155,8 +178,8 @@ def test_only_nodes_marked_local_get_sites(brain):
     assert torch.equal(drawn.where, torch.tensor([[0.5, 0.5, 1.0]] * 4))
     assert torch.equal(drawn.patches, torch.ones(4, 1, 5, 5))
     assert not pipe.draw_sites(ones, ones).drawn.any()  # already shown: nothing drawn
-    pipe.site_banks["lesion"] = SiteBank(torch.tensor([[0.5, 0.5, 1.0]]), torch.ones(1, 1, 7, 7))
-    with pytest.raises(ValueError, match=r"holds \(1, 7, 7\) patches; this model needs \(1, 5, 5\)"):
+    pipe.site_banks["lesion"] = SiteBank(torch.tensor([[0.5, 0.5, 1.0]]), torch.ones(1, 3, 5, 5))
+    with pytest.raises(ValueError, match=r"holds patches of 3 channel\(s\); this model has 1"):
         pipe.draw_sites(zeros, ones)
     pendulum, _ = tiny_model("pendulum")
     nothing = {k: torch.zeros(4) for k in pendulum.graph.order}
@@ -178,6 +201,7 @@ def test_export_stores_the_site_banks_and_inference_reads_them_from_the_checkpoi
     fitted = fit_site_banks(CounterfactualPipeline(model, inversion="residual"), x, labels)["lesion"]
     torch.testing.assert_close(pipe.site_banks["lesion"].sites, fitted.sites)  # the export's own abduction
     torch.testing.assert_close(pipe.site_banks["lesion"].patches, fitted.patches)
+    assert pipe.site_banks["lesion"].hwhm == pytest.approx(fitted.hwhm)  # stored beside the patches
 
 
 def test_the_shipped_brain_model_carries_its_site_bank():
@@ -185,7 +209,7 @@ def test_the_shipped_brain_model_carries_its_site_bank():
 
     banks = load_site_banks(load_checkpoint("brain32"))
     assert set(banks) == {"lesion"} and banks["lesion"].sites.shape[0] >= 32
-    assert banks["lesion"].patches.shape[1:] == (1, 7, 7)
+    assert banks["lesion"].patches.shape[1:] == (1, 7, 7) and 1.1 < banks["lesion"].hwhm < 1.4  # measured, stored
     assert (banks["lesion"].sites[:, 2] > 0).all()  # brighter lesions only: the polarity filter ran
 
 
@@ -204,7 +228,40 @@ def test_the_bank_keeps_the_findings_polarity_and_drops_peaks_of_the_other_sign(
     model, x, labels = brain
     peaks = torch.tensor([[0.2, 0.2, 0.5], [0.3, 0.3, 0.6], [0.4, 0.4, -0.2], [0.5, 0.5, 0.4]])
     patches = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 1, 5, 5)
-    monkeypatch.setattr("causaldiff.inference.sites.abduct_sites", lambda *a: (peaks, patches))
+    monkeypatch.setattr("causaldiff.inference.sites.abduct_sites", lambda *a, **k: (peaks, patches))
     bank = fit_site_banks(CounterfactualPipeline(model), x, labels)["lesion"]
     torch.testing.assert_close(bank.sites, peaks[[0, 1, 3]])
-    torch.testing.assert_close(bank.patches, patches[[0, 1, 3]])
+    torch.testing.assert_close(site_codes.resized(bank.patches, 5), patches[[0, 1, 3]])
+
+
+def test_a_switched_off_finding_is_decoded_afresh_in_a_disk_where_the_residuals_peak(brain):
+    """do(lesion=0) on an exact abduction: a disk (2.8 of the bank's HWHM) around the peak of the trace's summed
+    residuals, in the bank's direction, is decoded without the residuals and as counterfactual at every step."""
+    from causaldiff.diffusion.sampler import Trace
+    from causaldiff.inference.sites import removal_disks
+
+    model, x, labels = brain
+    neg = torch.nonzero(labels["lesion"] == 0).flatten()[:3]
+    y = {**{k: v[neg] for k, v in labels.items()}, "lesion": torch.ones(3)}
+    bank = SiteBank(torch.tensor([[0.5, 0.5, 0.8]]), bumps([3], [3], 0.8, size=7))  # HWHM 1.18 px
+    pipe = CounterfactualPipeline(model, inversion="residual", keep_unchanged=True, site_banks={"lesion": bank})
+    ab = pipe.abduct(x[neg], y, steps=3)
+    r = ab.trace.residuals.clone()
+    r[-1] += bumps([5, 9, 11], [6, 10, 4], 5.0, size=16) - bumps([2, 2, 2], [13, 13, 13], 9.0, size=16)
+    ab.trace = Trace(r, ab.trace.path, ab.trace.eps)  # a bright peak planted, a darker one larger in size
+    disks = removal_disks(pipe, ab, [{**y, "lesion": torch.zeros(3)}, y])  # switched off, then left on
+    assert disks.shape == (6, 1, 16, 16) and not disks[3:].any()
+    assert disks[[0, 1, 2], 0, [5, 9, 11], [6, 10, 4]].all() and not disks[:3, 0, 2, 13].any()  # the bright one
+    assert disks[:3].sum((1, 2, 3)).float().mean() == pytest.approx(3.14159 * (2.8 * bank.hwhm) ** 2, rel=0.2)
+    assert removal_disks(pipe, ab, [y]) is None  # nothing switched off
+    assert removal_disks(pipe, CounterfactualPipeline(model).abduct(x[neg], y, 3), [y]) is None  # no trace
+    cf_z, _ = pipe.intervene(ab, "lesion=0")
+    everywhere = torch.ones(3, 1, 16, 16, dtype=torch.bool)
+    afresh = pipe.decode(ab.noise, cf_z, ab.s, 3, 1.0, ab.z, ab.trace, redraw=everywhere)
+    plain = pipe.decode(ab.noise, cf_z, ab.s, 3, 1.0, ab.z, None, keep_unchanged=False)  # no residuals, no mask
+    torch.testing.assert_close(afresh, plain, atol=1e-5, rtol=0)
+    kept = pipe.decode(ab.noise, cf_z, ab.s, 3, 1.0, ab.z, ab.trace)
+    assert (kept - afresh).abs().amax() > 1e-2  # the residuals and the mask matter elsewhere
+    unmasked = CounterfactualPipeline(model, inversion="residual")
+    torch.testing.assert_close(unmasked.decode(ab.noise, cf_z, ab.s, 3, 1.0, ab.z, ab.trace, redraw=everywhere),
+                               plain, atol=1e-5, rtol=0)  # without keep_unchanged too

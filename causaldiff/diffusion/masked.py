@@ -30,7 +30,7 @@ class MaskSettings:
 
 def masked_loop(eps_fn: EpsFn, noise: Tensor, c_cf: Tensor, c_f: Tensor, tables: DDIMTables, guidance: float = 1.0,
                 mask: MaskSettings = MaskSettings(), residuals: Tensor | None = None, path: Tensor | None = None,
-                eps_f: Tensor | None = None) -> Tensor:
+                eps_f: Tensor | None = None, redraw: Tensor | None = None) -> Tensor:
     """DDIM decoding of ``noise`` (B, C, H, W) under ``c_cf`` (B, E) that keeps the factual decoding (under ``c_f``)
     wherever the counterfactual does not change the predicted image.
 
@@ -42,18 +42,22 @@ def masked_loop(eps_fn: EpsFn, noise: Tensor, c_cf: Tensor, c_f: Tensor, tables:
     the mask taken from the prediction change as in DiffEdit, Couairon et al. 2023). With an exact abduction's
     ``residuals``, ``path`` and ``eps_f`` (S, B, C, H, W; a :class:`~causaldiff.diffusion.sampler.Trace`), the
     factual path is the inversion's, read from the trace, and every pixel outside the change comes back as it was.
+    ``redraw`` (B, 1, H, W) bool: pixels decoded afresh, counterfactual at every step and without the residuals, which
+    carry what the latents do not (a removed finding's site; see ``CounterfactualPipeline.removal_disks``).
     Network calls a step: one of B with a trace (two when w != 1), else two (three); no host sync.
     """
     level = mask.level / 127.5  # grey levels of 255 in [-1, 1] units
     x = x_f = noise
     for i, step in enumerate(tables.to(noise.device).steps(noise.shape[0])):
-        r = 0.0 if residuals is None else residuals[i]
+        r = 0.0 if residuals is None else residuals[i] if redraw is None else residuals[i] * ~redraw
         eps_cf, eps_ff = _predictions(eps_fn, x, x_f, step.t, c_cf, c_f, guidance, None if eps_f is None else eps_f[i])
         # x̂0_cf - x̂0_f, from x̂0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t) (DDIM eq. 9)
         change = ((x - x_f) - (1 - step.a_from).sqrt() * (eps_cf - eps_ff)) / step.a_from.sqrt()
         change = change.abs().mean(1, keepdim=True)
         smooth = F.avg_pool2d(change, 3, 1, 1)
         changed = (change > level) | (smooth >= mask.share * smooth.amax((2, 3), keepdim=True))
+        if redraw is not None:
+            changed = changed | redraw
         x_f_next = ddim_update(x_f, eps_ff, None, step) + r if path is None else path[i]
         x = torch.where(changed, ddim_update(x, eps_cf, None, step) + r, x_f_next)
         x_f = x_f_next

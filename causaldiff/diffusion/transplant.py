@@ -21,24 +21,27 @@ from causaldiff.diffusion.schedule import DDIMTables
 
 @dataclass(frozen=True)
 class TransplantSettings:
-    """How a banked finding is transplanted; lengths are pixels of a 32 px image, scaled with the image size.
+    """How a banked finding is transplanted. Lengths are multiples of the finding's measured size, the half width at
+    half maximum (HWHM, in px) of its banked change (:func:`~causaldiff.inference.sites.finding_hwhm`, stored with
+    its site bank), so that a finding of another size gets a disk and a window in proportion.
 
-    The values were measured on the brain world (docs/results.md, "Decisions"): a disk of 3.5 px holds its lesions,
-    a 7 px window their appearance; at w = 1 the decoder erases half of a transplanted lesion (``guidance`` 3 keeps
-    it), and a removal decoded at w = 1 leaves part of the lesion, so the banked change is weaker
-    (``removal_guidance`` 2: 76 % → 92 % of do(lesion=1) read back).
+    The values were measured on the brain world (docs/results.md, "Decisions"), whose lesions measure 1.26 px HWHM
+    at 32 px: a disk of 3.5 px (2.8 HWHM) holds them, a 7 px window (half side 2.4 HWHM) their appearance; at w = 1
+    the decoder erases half of a transplanted lesion (``guidance`` 3 keeps it), and a removal decoded at w = 1 leaves
+    part of the lesion, so the banked change is weaker (``removal_guidance`` 2: 76 % → 92 % of do(lesion=1) read
+    back). The multiples were fixed there and checked on lesions half and twice as wide (docs/results.md).
     """
 
-    disk_px: float = 3.5  # radius of the disk around the site where guidance acts and pixels may change
-    patch_px: int = 7  # side of the banked appearance window (kept odd)
+    disk: float = 2.8  # radius of the disk around the site where guidance acts and pixels may change, in HWHMs
+    window: float = 2.4  # half side of the banked appearance window, in HWHMs
     at: float = 0.05  # the transplant's timestep, as a fraction of the training timesteps
     gain: float = 1.0  # the transplanted change over the banked one
     guidance: float = 3.0  # guidance weight inside the disk
     removal_guidance: float = 2.0  # guidance of the masked removal that abducts a site (sites.abduct_sites)
 
-    def patch_side(self, size: int) -> int:
-        """The (odd) side of an appearance window for images of ``size`` px."""
-        return 2 * round((self.patch_px // 2) * size / 32) + 1
+    def patch_side(self, hwhm: float) -> int:
+        """The (odd) side of the appearance window of a finding ``hwhm`` px wide at half maximum."""
+        return 2 * max(1, round(self.window * hwhm)) + 1
 
     def step(self, tables: DDIMTables, train_timesteps: int) -> int:
         """The index of the first step of ``tables`` at or below ``at`` × ``train_timesteps`` (found on the host,
@@ -74,30 +77,34 @@ def place_patches(where: Tensor, patches: Tensor, size: int) -> Tensor:
     return torch.where(where[:, 0].isfinite().view(-1, 1, 1, 1), placed, 0.0)
 
 
-def site_disk(where: Tensor, size: int, disk_px: float) -> Tensor:
-    """(B, 1, size, size) bool disk of radius ``disk_px`` (at 32 px) around each site (NaN rows: empty)."""
+def site_disk(where: Tensor, size: int, radius: Tensor | float) -> Tensor:
+    """(B, 1, size, size) bool disk of ``radius`` px (a number, or (B,) one per site) around each site of ``where``
+    (B, 3) (NaN rows: empty)."""
     grid = (torch.arange(size, dtype=torch.float32, device=where.device) + 0.5) / size
     dy = (grid.view(1, -1, 1) - where[:, 0].view(-1, 1, 1)) * size
     dx = (grid.view(1, 1, -1) - where[:, 1].view(-1, 1, 1)) * size
-    return (dy ** 2 + dx ** 2 <= (disk_px * size / 32) ** 2)[:, None]  # NaN compares False
+    radius = torch.as_tensor(radius, dtype=torch.float32, device=where.device).expand(len(where))
+    return (dy ** 2 + dx ** 2 <= radius.view(-1, 1, 1) ** 2)[:, None]  # NaN compares False
 
 
 def transplant_loop(eps_fn: EpsFn, noise: Tensor, c_cf: Tensor, c_f: Tensor, where: Tensor, patches: Tensor,
-                    residuals: Tensor | None = None, path: Tensor | None = None, eps_f: Tensor | None = None, *,
+                    hwhm: Tensor, residuals: Tensor | None = None, path: Tensor | None = None,
+                    eps_f: Tensor | None = None, *,
                     tables: DDIMTables, settings: TransplantSettings, bump_at: int) -> Tensor:
     """DDIM decoding of ``noise`` (B, C, H, W) that transplants ``patches`` (B, C, P, P) at each image's site of
-    ``where`` (B, 3) at step ``bump_at`` (:meth:`TransplantSettings.step`).
+    ``where`` (B, 3) at step ``bump_at`` (:meth:`TransplantSettings.step`); ``hwhm`` (B,): each finding's size in px.
 
-    Before it, the factual decoding under ``c_f``; at it, x_t += ``settings.gain`` · sqrt(ā_t) · placed patch; after
-    it, ``eps = eps_f + W (eps_cf - eps_f)`` with W = ``settings.guidance`` inside the site's disk, every pixel
-    outside the disk the factual path's. An exact abduction's ``residuals`` (S, B, C, H, W) are added after each
-    step to both paths; with its ``path`` and ``eps_f`` too (a :class:`~causaldiff.diffusion.sampler.Trace`), the
-    factual path is read from it: no network call before the transplant and two of B a step after it (else one of B
-    before, three after). No host sync, so :class:`~causaldiff.diffusion.sampler.LoopRunner` can capture it.
+    Before it, the factual decoding under ``c_f``; at it, x_t += ``settings.gain`` · sqrt(ā_t) · placed patch; after it,
+    ``eps = eps_f + W (eps_cf - eps_f)`` with W = ``settings.guidance`` inside the site's disk (radius ``settings.disk``
+    × ``hwhm``), every pixel outside the disk the factual path's. An exact abduction's ``residuals`` (S, B, C, H, W) are
+    added after each step to both paths; with its ``path`` and ``eps_f`` too (a
+    :class:`~causaldiff.diffusion.sampler.Trace`), the factual path is read from it: no network call before the
+    transplant and two of B a step after it (else one of B before, three after). No host sync, so
+    :class:`~causaldiff.diffusion.sampler.LoopRunner` can capture it.
     """
     size = noise.shape[-1]
     bump = settings.gain * place_patches(where, patches, size).to(noise.dtype)
-    disk = site_disk(where, size, settings.disk_px)
+    disk = site_disk(where, size, settings.disk * hwhm)
     weight = torch.where(disk, settings.guidance, 0.0).to(noise.dtype)
     x = x_f = noise
     for i, step in enumerate(tables.to(noise.device).steps(noise.shape[0])):

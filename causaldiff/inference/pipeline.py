@@ -10,7 +10,8 @@
 3. Prediction: DDIM decoding of x_T under the counterfactual condition, with guidance weight w against the factual
    condition (``eps_f + w (eps_cf - eps_f)``: only the intervened change is amplified); with ``keep_unchanged``,
    every pixel the change does not reach stays as reconstructed (:func:`masked_loop`); a node marked ``local``
-   that do() switches on is transplanted from the checkpoint's site bank (:mod:`causaldiff.inference.sites`).
+   that do() switches on is transplanted from the checkpoint's site bank (:mod:`causaldiff.inference.sites`); one
+   switched off is decoded afresh in a disk around its site (:func:`~causaldiff.inference.sites.removal_disks`).
 
 The keyword-only switches (``propagation``, ``findings``, ``inversion`` fixed-point / none) are the ablation path:
 only :mod:`causaldiff.evaluation.evaluate`'s named variants set them.
@@ -31,7 +32,7 @@ from causaldiff.diffusion.sampler import LoopRunner, Trace, retrace
 from causaldiff.diffusion.schedule import DDIMTables, add_noise, invert_tables, sample_tables
 from causaldiff.diffusion.transplant import TransplantSettings, transplant_loop
 from causaldiff.inference.config import PRECISIONS, CounterfactualConfig
-from causaldiff.inference.sites import SiteBank, Sites, load_site_banks
+from causaldiff.inference.sites import SiteBank, Sites, load_site_banks, removal_disks
 from causaldiff.interventions import Intervention, resolve
 from causaldiff.models.causal_diffae import CausalDiffAE
 from causaldiff.precision import native_bf16
@@ -192,7 +193,7 @@ class CounterfactualPipeline:
     @torch.no_grad()
     def predict(self, noise: Tensor, cf_z: Tensor, s: Tensor, steps: int = 50, guidance: float = 1.0,
                 z: Tensor | None = None, sites: Sites | None = None, trace: Trace | None = None,
-                depth: float | None = None, base_z: Tensor | None = None) -> Tensor:
+                depth: float | None = None, base_z: Tensor | None = None, redraw: Tensor | None = None) -> Tensor:
         """Decode x_t0 (B, C, H, W) under the counterfactual condition [cf_z, s]; returns cf_x clamped to [-1, 1].
 
         ``noise`` is at the pipeline's ``depth`` (an abduction's); fresh Gaussian noise is x_T: pass ``depth=1``.
@@ -205,6 +206,7 @@ class CounterfactualPipeline:
         ``base_z`` (B, n, d): what a transplant builds on, ``cf_z`` without the transplanted finding's block (default
         ``z``). Where it differs from ``z`` (the intervention changed other nodes too, e.g. a parent that switched the
         finding on), the decoding under it replaces the factual one, so those changes are kept around the finding.
+        ``redraw`` (B, 1, H, W) bool: pixels decoded afresh, without the trace's residuals (:func:`removal_disks`).
         """
         tables = self._schedule("sample", steps, depth)
         if trace is not None and trace.residuals.shape[0] != len(tables):
@@ -213,7 +215,7 @@ class CounterfactualPipeline:
                              f"{depth or self.depth})")
         drawn = None if sites is None else sites.drawn
         if drawn is None or not bool(drawn.any()):
-            return self.decode(noise, cf_z, s, steps, guidance, z, trace, depth=depth)
+            return self.decode(noise, cf_z, s, steps, guidance, z, trace, depth=depth, redraw=redraw)
         if z is None:
             raise ValueError("a transplant keeps the factual decoding around it: it needs the factual latents z")
         m, dev = self.model, noise.device
@@ -230,34 +232,39 @@ class CounterfactualPipeline:
             factual = _trace_inputs(part) if base is z else \
                 {"residuals": None if part is None else part.residuals, "path": None, "eps_f": None}
             inputs = {"noise": noise[d], "c_cf": m.condition(cf_z[d], s[d]), "c_f": m.condition(base[d], s[d]),
-                      "where": sites.where[on].to(dev), "patches": sites.patches[on].to(dev, noise.dtype), **factual}
+                      "where": sites.where[on].to(dev), "patches": sites.patches[on].to(dev, noise.dtype),
+                      "hwhm": sites.hwhm[on].to(dev), **factual}
             cf_x[d] = self.run_loop.run(transplant_loop, self.eps_fn, inputs, tables=tables, settings=self.transplant,
                                         bump_at=bump_at)
         rest = (~drawn).nonzero().flatten()
         if len(rest):
             r = rest.to(dev)
             rest_trace = None if trace is None else trace.rows(r)
-            cf_x[r] = self.decode(noise[r], cf_z[r], s[r], steps, guidance, z[r], rest_trace, depth=depth)
+            cf_x[r] = self.decode(noise[r], cf_z[r], s[r], steps, guidance, z[r], rest_trace, depth=depth,
+                                  redraw=None if redraw is None else redraw[r])
         return cf_x.clamp(-1, 1)
 
     def decode(self, noise: Tensor, cf_z: Tensor, s: Tensor, steps: int, guidance: float, z: Tensor | None,
                trace: Trace | None = None, keep_unchanged: bool | None = None,
-               depth: float | None = None) -> Tensor:
+               depth: float | None = None, redraw: Tensor | None = None) -> Tensor:
         """:meth:`predict` without transplants: x_t0 (B, C, H, W) decoded under [cf_z, s] with guidance ``guidance``
         against the factual condition [z, s], keeping unchanged pixels if ``keep_unchanged`` (default: the
-        pipeline's); cf_x (B, C, H, W) clamped to [-1, 1]."""
+        pipeline's), ``redraw`` (B, 1, H, W) decoded without the trace's residuals; cf_x (B, C, H, W) clamped to
+        [-1, 1]."""
         m = self.model
         keep = self.keep_unchanged if keep_unchanged is None else keep_unchanged
         tables, cond = self._schedule("sample", steps, depth), m.condition(cf_z, s)
         if z is None and (keep or guidance != 1.0):
             raise ValueError("guidance and keep_unchanged act against the factual condition: they need its latents z")
+        redraw = None if trace is None else redraw
         if keep:
-            inputs = {"noise": noise, "c_cf": cond, "c_f": m.condition(z, s), **_trace_inputs(trace)}
+            inputs = {"noise": noise, "c_cf": cond, "c_f": m.condition(z, s), **_trace_inputs(trace), "redraw": redraw}
             return self.run_loop.run(masked_loop, self.eps_fn, inputs, tables=tables, guidance=guidance,
                                      mask=self.mask).clamp(-1, 1)
         null = None if guidance == 1.0 else m.condition(z, s)
+        residuals = None if trace is None else trace.residuals if redraw is None else trace.residuals * ~redraw
         return self.run_loop(self.eps_fn, noise, cond, tables, guidance=guidance, null=null,
-                             residuals=None if trace is None else trace.residuals).clamp(-1, 1)
+                             residuals=residuals).clamp(-1, 1)
 
     def __call__(self, x: Tensor, labels: Labels | None = None, do=(), steps: int = 50, guidance: float = 1.0,
                  generator: torch.Generator | None = None) -> CounterfactualOutput:
@@ -276,8 +283,9 @@ class CounterfactualPipeline:
         trace = None if ab.trace is None else ab.trace.repeat(k)
         z = ab.z.repeat(k, 1, 1)
         base_z = None if sites is None else self._transplant_base(z, cf_z, ab.labels, [c[1] for c in cf])
+        redraw = None if sites is None else removal_disks(self, ab, [c[1] for c in cf])
         cf_x = self.predict(ab.noise.repeat(k, 1, 1, 1), cf_z, ab.s.repeat(k, 1), steps, guidance, z, sites, trace,
-                            ab.depth, base_z)
+                            ab.depth, base_z, redraw)
         return [CounterfactualOutput(cf_x[j * b:(j + 1) * b], cf[j][1], ab.noise, ab.z, cf[j][0]) for j in range(k)]
 
     def _transplant_base(self, z: Tensor, cf_z: Tensor, labels: Labels, cf_labels: list[Labels]) -> Tensor:
@@ -294,21 +302,21 @@ class CounterfactualPipeline:
     # ------------------------------------------------------------------ site codes
     def draw_sites(self, labels: Labels, cf_labels: Labels, generator: torch.Generator | None = None) -> Sites:
         """Site codes for the local nodes switched from 0 to 1 (the first such node per image; NaN rows: none, as
-        for a node without a site bank, which is then decoded from its latent)."""
+        for a node without a site bank, which is then decoded from its latent); patches padded to the widest bank's."""
         b, m = len(next(iter(labels.values()))), self.model
-        p = self.transplant.patch_side(m.image_size)
-        sites = Sites(torch.full((b, 3), float("nan")), torch.zeros(b, m.channels, p, p))
+        p = max([bank.patches.shape[-1] for bank in self.site_banks.values()], default=1)
+        sites = Sites(torch.full((b, 3), float("nan")), torch.zeros(b, m.channels, p, p), torch.ones(b))
         for node in self.graph.order:
             if not self.graph[node].local:
                 continue
             on = (labels[node].cpu() == 0) & (cf_labels[node].cpu() == 1) & ~sites.drawn
             if not bool(on.any()) or not self._has_bank(node):
                 continue
-            drawn = self.site_banks[node].sample(int(on.sum()), generator)
-            if drawn.patches.shape[1:] != sites.patches.shape[1:]:
-                raise ValueError(f"{node}'s site bank holds {tuple(drawn.patches.shape[1:])} patches; this model "
-                                 f"needs {tuple(sites.patches.shape[1:])} (refit it with fit_site_banks)")
-            sites.where[on], sites.patches[on] = drawn.where, drawn.patches
+            drawn = self.site_banks[node].sample(int(on.sum()), generator, side=p)
+            if drawn.patches.shape[1] != m.channels:
+                raise ValueError(f"{node}'s site bank holds patches of {drawn.patches.shape[1]} channel(s); this "
+                                 f"model has {m.channels} (refit it with fit_site_banks)")
+            sites.where[on], sites.patches[on], sites.hwhm[on] = drawn.where, drawn.patches, drawn.hwhm
         return sites
 
     def _has_bank(self, node: str) -> bool:

@@ -25,16 +25,18 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from causaldiff.diffusion.transplant import take, windows
+from causaldiff.diffusion.transplant import site_disk, take, windows
 
 
 @dataclass
 class Sites:
     """Site codes for a batch: ``where`` (B, 3) rows of (row, col) as fractions of the image side and the finding's
-    signed height (NaN rows: nothing drawn), ``patches`` (B, C, P, P) its appearance (the change its removal makes)."""
+    signed height (NaN rows: nothing drawn), ``patches`` (B, C, P, P) its appearance (the change its removal makes),
+    ``hwhm`` (B,) its size in px (:func:`finding_hwhm`)."""
 
     where: Tensor
     patches: Tensor
+    hwhm: Tensor
 
     @property
     def drawn(self) -> Tensor:
@@ -43,15 +45,16 @@ class Sites:
 
     @staticmethod
     def cat(parts: list[Sites]) -> Sites:
-        return Sites(torch.cat([p.where for p in parts]), torch.cat([p.patches for p in parts]))
+        return Sites(*(torch.cat([getattr(p, f) for p in parts]) for f in ("where", "patches", "hwhm")))
 
 
-def change_peaks(x: Tensor, removed: Tensor) -> Tensor:
-    """(B, 3) sites where the 3×3-smoothed channel-mean x − removed is largest in size: (row, col) as fractions of
-    the image side (pixel centres) and the change's signed height there (> 0: brighter)."""
+def change_peaks(x: Tensor, removed: Tensor, sign: float | None = None) -> Tensor:
+    """(B, 3) sites where the 3×3-smoothed channel-mean x − removed is largest in size (``sign`` given: largest in
+    that direction): (row, col) as fractions of the image side (pixel centres) and the change's signed height there
+    (> 0: brighter)."""
     change = F.avg_pool2d((x - removed).mean(1, keepdim=True), 3, 1, 1, count_include_pad=False).flatten(1)
     size = x.shape[-1]
-    i = change.abs().argmax(1)
+    i = (change.abs() if sign is None else sign * change).argmax(1)
     rows, cols = (i // size).float(), (i % size).float()
     return torch.stack([(rows + 0.5) / size, (cols + 0.5) / size, change.gather(1, i[:, None])[:, 0]], 1)
 
@@ -61,58 +64,125 @@ def patches_at(change: Tensor, where: Tensor, side: int) -> Tensor:
     return take(change, *windows(where.to(change.device), change.shape[-1], side))
 
 
-class SiteBank:
-    """The empirical prior of a node's site codes: sites (M, 3) (see :func:`change_peaks`) and their appearance
-    patches (M, C, P, P) (see :func:`patches_at`)."""
+def resized(patches: Tensor, side: int) -> Tensor:
+    """(B, C, side, side): odd-sided ``patches`` (B, C, P, P) cropped or zero-padded about their centre."""
+    pad = (side - patches.shape[-1]) // 2
+    return F.pad(patches, (pad,) * 4)  # a negative pad crops
 
-    def __init__(self, sites: Tensor, patches: Tensor):
+
+def finding_hwhm(patches: Tensor) -> float:
+    """A finding's size: the half width at half maximum, in px, of the mean |change| of its patches (M, C, P, P)
+    about their centre, above the level of the window's outermost ring. The profile is the mean over rings of pixels
+    at the same rounded distance, each placed at its pixels' mean distance and interpolated linearly between rings
+    (a unit-σ Gaussian reads 1.18, its true HWHM √(2 ln 2))."""
+    a = patches.abs().float().mean((0, 1))
+    c = a.shape[-1] // 2
+    if c < 1:
+        raise ValueError(f"a finding's size needs patches of side >= 3, got {a.shape[-1]}")
+    offsets = torch.arange(a.shape[-1], dtype=torch.float32) - c
+    r = (offsets[:, None] ** 2 + offsets[None, :] ** 2).sqrt()
+    rings = [r.round() == k for k in range(c + 1)]
+    profile = torch.stack([a[ring].mean() for ring in rings])
+    radius = torch.stack([r[ring].mean() for ring in rings])
+    half = (profile[0] + profile[-1]) / 2
+    below = torch.nonzero(profile[1:] <= half).flatten()
+    if profile[0] <= profile[-1] or not len(below):
+        return float(c)  # no peak above the edge: as wide as the window
+    k = int(below[0]) + 1
+    share = (profile[k - 1] - half) / (profile[k - 1] - profile[k])
+    return float(radius[k - 1] + share * (radius[k] - radius[k - 1]))
+
+
+class SiteBank:
+    """The empirical prior of a node's site codes: sites (M, 3) (see :func:`change_peaks`), their appearance
+    patches (M, C, P, P) (see :func:`patches_at`) and the finding's size ``hwhm`` in px (default: measured from the
+    patches, :func:`finding_hwhm`)."""
+
+    def __init__(self, sites: Tensor, patches: Tensor, hwhm: float | None = None):
         if sites.ndim != 2 or sites.shape[1] != 3 or sites.shape[0] == 0:
             raise ValueError(f"a site bank needs (M >= 1, 3) sites, got {tuple(sites.shape)}")
         if patches.ndim != 4 or patches.shape[0] != sites.shape[0] or patches.shape[-1] != patches.shape[-2]:
             raise ValueError(f"a site bank needs (M, C, P, P) patches for its {sites.shape[0]} sites, "
                              f"got {tuple(patches.shape)}")
         self.sites, self.patches = sites.float().cpu(), patches.float().cpu()
+        self.hwhm = finding_hwhm(self.patches) if hwhm is None else float(hwhm)
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Sites:
-        """n site codes drawn uniformly from the bank, seeded by ``generator`` (CPU)."""
+    def sample(self, n: int, generator: torch.Generator | None = None, side: int | None = None) -> Sites:
+        """n site codes drawn uniformly from the bank, seeded by ``generator`` (CPU), with patches of ``side``
+        (default: the bank's)."""
         i = torch.randint(self.sites.shape[0], (n,), generator=generator)
-        return Sites(self.sites[i], self.patches[i])
+        patches = self.patches[i] if side is None else resized(self.patches[i], side)
+        return Sites(self.sites[i], patches, torch.full((n,), self.hwhm))
 
     def state(self) -> dict[str, Tensor]:
         """Plain tensors for a checkpoint (``torch.load(weights_only=True)`` reads them)."""
-        return {"sites": self.sites, "patches": self.patches}
+        return {"sites": self.sites, "patches": self.patches, "hwhm": torch.tensor(self.hwhm)}
 
 
 def load_site_banks(ckpt: dict) -> dict[str, SiteBank]:
-    """{node: SiteBank} a checkpoint stores (``site_banks``, written by ``export_checkpoint``); {} when none."""
-    return {node: SiteBank(b["sites"], b["patches"]) for node, b in (ckpt.get("site_banks") or {}).items()}
+    """{node: SiteBank} a checkpoint stores (``site_banks``, written by ``export_checkpoint``; a bank stored without
+    its size is measured); {} when none."""
+    return {node: SiteBank(b["sites"], b["patches"], None if b.get("hwhm") is None else float(b["hwhm"]))
+            for node, b in (ckpt.get("site_banks") or {}).items()}
+
+
+def removal_disks(pipe, ab, cf_labels: list[dict[str, Tensor]]) -> Tensor | None:
+    """(B*K, 1, H, W) bool: for each image of an abduction ``ab`` whose local node (with a site bank) K
+    interventions (their ``cf_labels``) switch off, a disk of ``pipe.transplant.disk`` × the bank's HWHM around the
+    finding's site; None when there is none, or no trace.
+
+    An exact abduction's residuals carry what the latents do not, and the latents do not hold a finding's site
+    (docs/DESIGN.md, "Site codes"): decoded with them, 30 % of brain32's lesions came back (docs/results.md). The
+    site is where the residuals, summed over the steps, peak in the finding's direction (the sign of its bank's
+    heights); the disk is then decoded afresh (:func:`~causaldiff.diffusion.masked.masked_loop`'s ``redraw``).
+    """
+    if ab.trace is None:
+        return None
+    b, size = ab.z.shape[0], pipe.model.image_size
+    unexplained = ab.trace.residuals.sum(0)  # (B, C, H, W)
+    disks = torch.zeros(len(cf_labels) * b, 1, size, size, dtype=torch.bool, device=pipe.device)
+    found = False
+    for node, bank in pipe.site_banks.items():
+        was = ab.labels[node].cpu() == 1
+        offs = torch.cat([was & (c[node].cpu() == 0) for c in cf_labels])
+        if not pipe.graph[node].local or not bool(offs.any()):
+            continue
+        where = change_peaks(unexplained, torch.zeros_like(unexplained), float(bank.sites[:, 2].median().sign()))
+        rows = offs.nonzero().flatten()
+        disks[rows.to(pipe.device)] |= site_disk(where[rows % b], size, pipe.transplant.disk * bank.hwhm)
+        found = True
+    return disks if found else None
 
 
 def fit_site_banks(pipe, x: Tensor, labels: dict[str, Tensor], steps: int = 50, n: int = 64) -> dict[str, SiteBank]:
     """{node: SiteBank} for each local node of ``pipe``'s graph, abducted from up to ``n`` images of x (N, C, H, W)
     whose label shows the finding (1); sites whose peak has the other sign than most (where the removal missed the
-    finding and moved the rest) are dropped."""
+    finding and moved the rest) are dropped. The change is taken in windows half the image wide, the finding's size
+    measured in them (:func:`finding_hwhm`), and the banked windows cut to the side that size asks for
+    (:meth:`~causaldiff.diffusion.transplant.TransplantSettings.patch_side`)."""
     banks = {}
     for node in [k for k in pipe.graph.order if pipe.graph[k].local]:
         show = torch.nonzero(torch.as_tensor(labels[node]) == 1).flatten()[:n]
         if len(show) == 0:
             raise ValueError(f"no image with {node} = 1 to abduct {node}'s sites from")
         where, patches = abduct_sites(pipe, x[show], {k: torch.as_tensor(v)[show] for k, v in labels.items()},
-                                      node, steps)
+                                      node, steps, side=2 * (x.shape[-1] // 4) + 1)
         kept = where[:, 2].sign() == where[:, 2].median().sign()
-        banks[node] = SiteBank(where[kept], patches[kept])
+        hwhm = finding_hwhm(patches[kept])
+        banks[node] = SiteBank(where[kept], resized(patches[kept], pipe.transplant.patch_side(hwhm)), hwhm)
     return banks
 
 
 @torch.no_grad()
-def abduct_sites(pipe, x: Tensor, labels: dict[str, Tensor], node: str, steps: int = 20) -> tuple[Tensor, Tensor]:
+def abduct_sites(pipe, x: Tensor, labels: dict[str, Tensor], node: str, steps: int = 20,
+                 side: int = 7) -> tuple[Tensor, Tensor]:
     """Site codes of ``node``'s finding in images x (B, C, H, W) that show it: sites (B, 3) where do(node=0) changes
-    them most, and that change's patches (B, C, P, P) around them (the removal decoded keeping unchanged pixels, at
-    w = ``pipe.transplant.removal_guidance``: pixels away from the change stay the reconstruction's)."""
+    them most, and that change's patches (B, C, side, side) around them (the removal decoded keeping unchanged
+    pixels, at w = ``pipe.transplant.removal_guidance``: pixels away from the change stay the reconstruction's)."""
     ab = pipe.abduct(x, labels, steps)
     cf_z, _ = pipe.intervene(ab, {node: 0.0}, torch.Generator().manual_seed(0))
     removed = pipe.decode(ab.noise, cf_z, ab.s, steps, pipe.transplant.removal_guidance, ab.z, ab.trace,
                           keep_unchanged=True, depth=ab.depth)
     x = x.to(removed.device)
     where = change_peaks(x, removed)
-    return where.cpu(), patches_at(x - removed, where, pipe.transplant.patch_side(x.shape[-1])).cpu()
+    return where.cpu(), patches_at(x - removed, where, side).cpu()
