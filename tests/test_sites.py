@@ -234,10 +234,11 @@ def test_the_bank_keeps_the_findings_polarity_and_drops_peaks_of_the_other_sign(
     torch.testing.assert_close(site_codes.resized(bank.patches, 5), patches[[0, 1, 3]])
 
 
-def test_a_switched_off_finding_is_decoded_afresh_in_a_disk_where_the_residuals_peak(brain):
-    """do(lesion=0) on an exact abduction: a disk (2.8 of the bank's HWHM) around the peak of the trace's summed
-    residuals, in the bank's direction, is decoded without the residuals and as counterfactual at every step."""
-    from causaldiff.diffusion.sampler import Trace
+def test_a_switched_off_finding_is_decoded_afresh_in_a_disk_where_the_image_exceeds_its_plain_decoding(
+        brain, monkeypatch):
+    """do(lesion=0) on an exact abduction: a disk (2.8 of the bank's HWHM) around the peak, in the bank's direction,
+    of the image minus its plain factual decoding (what the latents explain) is decoded without the residuals and as
+    counterfactual at every step."""
     from causaldiff.inference.sites import removal_disks
 
     model, x, labels = brain
@@ -246,15 +247,25 @@ def test_a_switched_off_finding_is_decoded_afresh_in_a_disk_where_the_residuals_
     bank = SiteBank(torch.tensor([[0.5, 0.5, 0.8]]), bumps([3], [3], 0.8, size=7))  # HWHM 1.18 px
     pipe = CounterfactualPipeline(model, inversion="residual", keep_unchanged=True, site_banks={"lesion": bank})
     ab = pipe.abduct(x[neg], y, steps=3)
-    r = ab.trace.residuals.clone()
-    r[-1] += bumps([5, 9, 11], [6, 10, 4], 5.0, size=16) - bumps([2, 2, 2], [13, 13, 13], 9.0, size=16)
-    ab.trace = Trace(r, ab.trace.path, ab.trace.eps)  # a bright peak planted, a darker one larger in size
-    disks = removal_disks(pipe, ab, [{**y, "lesion": torch.zeros(3)}, y])  # switched off, then left on
+    decode = pipe.decode
+    explained = x[neg] - bumps([5, 9, 11], [6, 10, 4], 0.9, size=16) + bumps([2, 2, 2], [13, 13, 13], 1.5, size=16)
+    calls = []
+
+    def plain(noise, cf_z, s, steps, guidance, z, trace=None, keep_unchanged=None, depth=None, redraw=None):
+        if trace is None and not keep_unchanged:  # the plain factual decoding: a bright bump unexplained, and a
+            calls.append(len(noise))  # darker change larger in size
+            return explained[: len(noise)]
+        return decode(noise, cf_z, s, steps, guidance, z, trace, keep_unchanged, depth, redraw)
+
+    monkeypatch.setattr(pipe, "decode", plain)
+    disks = removal_disks(pipe, ab, [{**y, "lesion": torch.zeros(3)}, y], 3)  # switched off, then left on
+    assert calls == [3]  # one plain decoding of the three sources
     assert disks.shape == (6, 1, 16, 16) and not disks[3:].any()
     assert disks[[0, 1, 2], 0, [5, 9, 11], [6, 10, 4]].all() and not disks[:3, 0, 2, 13].any()  # the bright one
     assert disks[:3].sum((1, 2, 3)).float().mean() == pytest.approx(3.14159 * (2.8 * bank.hwhm) ** 2, rel=0.2)
-    assert removal_disks(pipe, ab, [y]) is None  # nothing switched off
-    assert removal_disks(pipe, CounterfactualPipeline(model).abduct(x[neg], y, 3), [y]) is None  # no trace
+    assert removal_disks(pipe, ab, [y], 3) is None  # nothing switched off
+    assert removal_disks(pipe, CounterfactualPipeline(model).abduct(x[neg], y, 3), [y], 3) is None  # no trace
+    monkeypatch.undo()
     cf_z, _ = pipe.intervene(ab, "lesion=0")
     everywhere = torch.ones(3, 1, 16, 16, dtype=torch.bool)
     afresh = pipe.decode(ab.noise, cf_z, ab.s, 3, 1.0, ab.z, ab.trace, redraw=everywhere)

@@ -283,7 +283,7 @@ class CounterfactualPipeline:
         trace = None if ab.trace is None else ab.trace.repeat(k)
         z = ab.z.repeat(k, 1, 1)
         base_z = None if sites is None else self._transplant_base(z, cf_z, ab.labels, [c[1] for c in cf])
-        redraw = None if sites is None else removal_disks(self, ab, [c[1] for c in cf])
+        redraw = None if sites is None else removal_disks(self, ab, [c[1] for c in cf], steps)
         cf_x = self.predict(ab.noise.repeat(k, 1, 1, 1), cf_z, ab.s.repeat(k, 1), steps, guidance, z, sites, trace,
                             ab.depth, base_z, redraw)
         return [CounterfactualOutput(cf_x[j * b:(j + 1) * b], cf[j][1], ab.noise, ab.z, cf[j][0]) for j in range(k)]

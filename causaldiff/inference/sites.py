@@ -126,20 +126,20 @@ def load_site_banks(ckpt: dict) -> dict[str, SiteBank]:
             for node, b in (ckpt.get("site_banks") or {}).items()}
 
 
-def removal_disks(pipe, ab, cf_labels: list[dict[str, Tensor]]) -> Tensor | None:
-    """(B*K, 1, H, W) bool: for each image of an abduction ``ab`` whose local node (with a site bank) K
-    interventions (their ``cf_labels``) switch off, a disk of ``pipe.transplant.disk`` × the bank's HWHM around the
-    finding's site; None when there is none, or no trace.
+def removal_disks(pipe, ab, cf_labels: list[dict[str, Tensor]], steps: int) -> Tensor | None:
+    """(B*K, 1, H, W) bool: for each image of an abduction ``ab`` (``steps`` DDIM steps) whose local node (with a site
+    bank) K interventions (their ``cf_labels``) switch off, a disk of ``pipe.transplant.disk`` × the bank's HWHM
+    around the finding's site; None when there is none, or no trace.
 
     An exact abduction's residuals carry what the latents do not, and the latents do not hold a finding's site
-    (docs/DESIGN.md, "Site codes"): decoded with them, 30 % of brain32's lesions came back (docs/results.md). The
-    site is where the residuals, summed over the steps, peak in the finding's direction (the sign of its bank's
-    heights); the disk is then decoded afresh (:func:`~causaldiff.diffusion.masked.masked_loop`'s ``redraw``).
+    (docs/DESIGN.md, "Site codes"): decoded with them, brain32's lesions came back (docs/results.md, "Lesions"). The
+    site is where the image most exceeds its plain factual decoding (no residuals: what the latents explain) in the
+    finding's direction (the sign of its bank's heights); the disk is then decoded afresh
+    (:func:`~causaldiff.diffusion.masked.masked_loop`'s ``redraw``). One plain decoding of the switched-off images.
     """
     if ab.trace is None:
         return None
     b, size = ab.z.shape[0], pipe.model.image_size
-    unexplained = ab.trace.residuals.sum(0)  # (B, C, H, W)
     disks = torch.zeros(len(cf_labels) * b, 1, size, size, dtype=torch.bool, device=pipe.device)
     found = False
     for node, bank in pipe.site_banks.items():
@@ -147,9 +147,14 @@ def removal_disks(pipe, ab, cf_labels: list[dict[str, Tensor]]) -> Tensor | None
         offs = torch.cat([was & (c[node].cpu() == 0) for c in cf_labels])
         if not pipe.graph[node].local or not bool(offs.any()):
             continue
-        where = change_peaks(unexplained, torch.zeros_like(unexplained), float(bank.sites[:, 2].median().sign()))
         rows = offs.nonzero().flatten()
-        disks[rows.to(pipe.device)] |= site_disk(where[rows % b], size, pipe.transplant.disk * bank.hwhm)
+        src = (rows % b).unique().to(pipe.device)  # the source images, once each
+        plain = pipe.decode(ab.noise[src], ab.z[src], ab.s[src], steps, 1.0, None, None, keep_unchanged=False,
+                            depth=ab.depth)
+        where = torch.full((b, 3), float("nan"), device=pipe.device)
+        where[src] = change_peaks(ab.trace.path[-1][src], plain, float(bank.sites[:, 2].median().sign()))
+        disks[rows.to(pipe.device)] |= site_disk(where[(rows % b).to(pipe.device)], size,
+                                                 pipe.transplant.disk * bank.hwhm)
         found = True
     return disks if found else None
 
