@@ -43,7 +43,7 @@ def masked_loop(eps_fn: EpsFn, noise: Tensor, c_cf: Tensor, c_f: Tensor, tables:
     ``residuals``, ``path`` and ``eps_f`` (S, B, C, H, W; a :class:`~causaldiff.diffusion.sampler.Trace`), the
     factual path is the inversion's, read from the trace, and every pixel outside the change comes back as it was.
     ``redraw`` (B, 1, H, W) bool: pixels decoded afresh, counterfactual at every step and without the residuals, which
-    carry what the latents do not (a removed finding's site; see ``CounterfactualPipeline.removal_disks``).
+    carry what the latents do not (a removed finding; see :func:`~causaldiff.inference.sites.removal_disks`).
     Network calls a step: one of B with a trace (two when w != 1), else two (three); no host sync.
     """
     level = mask.level / 127.5  # grey levels of 255 in [-1, 1] units

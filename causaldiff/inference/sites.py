@@ -140,23 +140,21 @@ def removal_disks(pipe, ab, cf_labels: list[dict[str, Tensor]], steps: int) -> T
     if ab.trace is None:
         return None
     b, size = ab.z.shape[0], pipe.model.image_size
+    offs = {node: torch.cat([(ab.labels[node].cpu() == 1) & (c[node].cpu() == 0) for c in cf_labels])
+            for node in pipe.site_banks if pipe.graph[node].local}
+    offs = {node: rows.nonzero().flatten() for node, rows in offs.items() if bool(rows.any())}
+    if not offs:
+        return None
+    src = (torch.cat(list(offs.values())) % b).unique().to(pipe.device)  # the source images, each decoded once
+    plain = torch.empty_like(ab.noise)
+    plain[src] = pipe.decode(ab.noise[src], ab.z[src], ab.s[src], steps, 1.0, None, None, keep_unchanged=False,
+                             depth=ab.depth)
     disks = torch.zeros(len(cf_labels) * b, 1, size, size, dtype=torch.bool, device=pipe.device)
-    found = False
-    for node, bank in pipe.site_banks.items():
-        was = ab.labels[node].cpu() == 1
-        offs = torch.cat([was & (c[node].cpu() == 0) for c in cf_labels])
-        if not pipe.graph[node].local or not bool(offs.any()):
-            continue
-        rows = offs.nonzero().flatten()
-        src = (rows % b).unique().to(pipe.device)  # the source images, once each
-        plain = pipe.decode(ab.noise[src], ab.z[src], ab.s[src], steps, 1.0, None, None, keep_unchanged=False,
-                            depth=ab.depth)
-        where = torch.full((b, 3), float("nan"), device=pipe.device)
-        where[src] = change_peaks(ab.trace.path[-1][src], plain, float(bank.sites[:, 2].median().sign()))
-        disks[rows.to(pipe.device)] |= site_disk(where[(rows % b).to(pipe.device)], size,
-                                                 pipe.transplant.disk * bank.hwhm)
-        found = True
-    return disks if found else None
+    for node, rows in offs.items():
+        bank, i = pipe.site_banks[node], (rows % b).to(pipe.device)
+        where = change_peaks(ab.trace.path[-1][i], plain[i], float(bank.sites[:, 2].median().sign()))
+        disks[rows.to(pipe.device)] |= site_disk(where, size, pipe.transplant.disk * bank.hwhm)
+    return disks
 
 
 def fit_site_banks(pipe, x: Tensor, labels: dict[str, Tensor], steps: int = 50, n: int = 64) -> dict[str, SiteBank]:
