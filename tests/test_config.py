@@ -42,7 +42,8 @@ def test_the_cli_flags_are_the_configs_fields_and_no_more():
 def test_a_setting_not_given_takes_the_checkpoints_recommendation_and_a_given_one_wins():
     brain = recommended_settings("brain32")
     assert brain == {"inversion": "residual", "keep_unchanged": True, "depth": 0.75}
-    assert recommended_settings("pendulum32") == {}
+    assert recommended_settings("pendulum32") == {**brain, "depth": 0.75}
+    assert recommended_settings("morpho32") == {**brain, "depth": 1.0}
     config = lambda *flags: CounterfactualConfig.from_args(parser().parse_args(["--checkpoint", "brain32", *flags]),  # noqa: E731
                                                            brain)
     assert (config().inversion, config().keep_unchanged, config().depth, config().steps) == ("residual", True, 0.75, 50)
@@ -108,7 +109,8 @@ def test_a_shipped_models_recommendation_is_listed_as_flags(capsys):
     main(["models"])
     out = capsys.readouterr().out
     assert "recommends (used unless given): --inversion residual --keep-unchanged --depth 0.75" in out
-    assert out.count("recommends") == 1  # pendulum32 and morpho32 run at the defaults
+    assert out.count("recommends") == 3  # each shipped model carries its fit's choice
+    assert "recommends (used unless given): --inversion residual --keep-unchanged --depth 1.0" in out  # morpho32
 
 
 def test_models_yaml_states_the_recommendation_each_checkpoint_stores():

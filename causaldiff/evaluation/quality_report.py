@@ -19,7 +19,15 @@ from pathlib import Path
 import torch
 
 from causaldiff.checkpoint import load_checkpoint
-from causaldiff.evaluation.choose import CANDIDATES, MEAN_FLOOR, NODE_FLOOR, choose, measure_candidates, settings
+from causaldiff.evaluation.choose import (
+    CANDIDATES,
+    GAIN_TIE,
+    MEAN_FLOOR,
+    NODE_FLOOR,
+    choose,
+    measure_candidates,
+    settings,
+)
 from causaldiff.evaluation.evaluate import Evaluator, eval_data
 from causaldiff.evaluation.predictor import AntiCausalPredictor
 from causaldiff.inference.config import CounterfactualConfig
@@ -146,8 +154,9 @@ def _choice_lines(choice: dict) -> list[str]:
     """The candidate settings' table, the chosen one in bold."""
     keys = list(CANDIDATES[0])
     lines = ["", f"Settings chosen on {choice['n']} of {choice['items']}: every effect gain >= {NODE_FLOOR} and "
-             f"their mean >= {MEAN_FLOOR} first (else the highest lowest gain), then the lowest true-CF L1 (without a "
-             "truth: the smallest change of the input). Stored in the checkpoint as its recommendation.", "",
+             f"their mean >= {MEAN_FLOOR} first (else a lowest gain within {GAIN_TIE} of the highest), then the lowest "
+             "true-CF L1 (without a truth: the smallest change of the input). Stored in the checkpoint as its "
+             "recommendation.", "",
              "| " + " | ".join(keys) + " | lowest gain | mean gain | true-CF L1 / identity's | L1 to the input |",
              "|" + "---|" * (len(keys) + 4)]
     for r in choice["candidates"]:
