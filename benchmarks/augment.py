@@ -14,9 +14,11 @@ do(lesion=1) counterfactuals (``cf_lesion_rate``) and their sources, and how oft
 is lesion-free (``removal_rate``); and by the anti-causal predictor, how far the other nodes' readings move
 (against the identity row: the same predictor on the sources). A grid shows sources and several seeds each.
 
-Run: ``python benchmarks/augment.py [--checkpoint brain32] [--n 2000] [--epochs 8] [--guidance 3]``; writes
-the JSON, a Markdown table beside it and lesion_grid.png there. ``--rows "(e)" "(e2)"`` reruns only rows that need
-no counterfactuals and merges them into the table there (each row's classifiers are seeded alike either way).
+Run: ``python benchmarks/augment.py [--checkpoint brain32] [--n 2000] [--epochs 8]``: counterfactuals at the
+checkpoint's recommended settings and 50 steps, as ``causaldiff augment`` makes them (``--steps``, ``--guidance``, ...
+override). Writes the JSON, a Markdown table beside it and lesion_grid.png there. ``--rows "(e)" "(e2)"`` reruns
+only rows that need no counterfactuals and merges them into the table there (each row's classifiers are seeded alike
+either way).
 """
 
 from __future__ import annotations
@@ -210,10 +212,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--test-per-class", type=int, default=200)
     ap.add_argument("--epochs", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--seeds", type=int, default=3)
     add_config_args(ap)
-    ap.set_defaults(guidance=3.0)  # the removals' weight (a transplant has its own)
     ap.add_argument("--reference-per-class", type=int, default=1500)
     ap.add_argument("--rows", nargs="*", choices=sorted(set(ORDER) - NEEDS_COUNTERFACTUALS),
                     help="rerun only these rows and merge them into --out's table")
