@@ -3,8 +3,8 @@ advance (as brain32's were chosen by hand):
 
 1. the candidates that meet the project's quality targets: every intervened node's effect gain >= NODE_FLOOR and
    their mean >= MEAN_FLOOR (each intervention shows); if none does, the candidates whose lowest gain is within
-   GAIN_TIE of the highest (gains that close are the same quality: on 64 items a node reads ~13, and a re-run that
-   lands within 0.03 is the project's own measure of "the same model");
+   GAIN_TIE of the highest (gains that close are the same quality: 64 held-out items give each node about 13
+   interventions, and a re-run within 0.03 is the project's own measure of "the same model");
 2. then the lowest true-CF image L1 where the data knows the truth (a world, or a folder ``data make`` wrote), else
    the lowest L1 between the counterfactual and its input (the smallest change that moves every label: minimality).
 """
