@@ -4,7 +4,8 @@ For n lesion-free images, do(lesion=1) under each transplant guidance weight w; 
 configuration's guidance (what a user gets; default 1). Read by the anti-causal predictor: the share read as lesion
 (``drawn``) / lesion-free (``removed``); how far the other nodes' readings move from the reconstruction's
 (``other_change``) beside the reconstruction's own error (``recon_error``, the noise floor) and beside the true
-counterfactuals' (row ``truth``: the predictor's other readings move for a lesion alone); the mean distance in pixels
+counterfactuals' (row ``truth``: the predictor's other readings move for a lesion alone; row ``removal``: the same for
+do(lesion=0), beside the truth's ``removal_other_change``); the mean distance in pixels
 between the brightest change of two seeds (``seed_site_px``: do seeds give other sites?); where the brightest change
 lies, as a fraction of the brain's radius (``site_radius``, and ``central_share`` below 0.45: the world draws sites
 uniformly in 0.35-0.75, so a quarter of real lesions are central, over the ventricles); the L1 to the reconstruction
@@ -61,8 +62,14 @@ def truth_row(world, predictor, exo, labels, n) -> dict:
     cf = to_unit(world.render(exo_n, {**lab_n, "lesion": torch.ones(len(neg))}))
     read, read_src = predictor.predict(cf), predictor.predict(src)
     radius = site_radius(brightest(cf, src), lab_n["brain_volume"])
+    pos = torch.nonzero(labels["lesion"] == 1).flatten()[:n]
+    exo_p, lab_p = {k: v[pos] for k, v in exo.items()}, {k: v[pos] for k, v in labels.items()}
+    removed = predictor.predict(to_unit(world.render(exo_p, {**lab_p, "lesion": torch.zeros(len(pos))})))
+    read_pos = predictor.predict(to_unit(world.render(exo_p, lab_p)))
     return {"drawn": round((read["lesion"] == 1).float().mean().item(), 4),
+            "removed": round((removed["lesion"] == 0).float().mean().item(), 4),
             "other_change": {k: round((read[k] - read_src[k]).abs().mean().item(), 3) for k in OTHERS},
+            "removal_other_change": {k: round((removed[k] - read_pos[k]).abs().mean().item(), 3) for k in OTHERS},
             **sites(radius), "l1_cf_vs_recon": round(((cf - src).abs() * 127.5).mean().item(), 2)}
 
 
@@ -82,7 +89,12 @@ def sweep(pipe, predictor, x, labels, n, weights, guidance, steps) -> dict:
     read_rec = predictor.predict(rec)
     is_lesion = lambda img: (predictor.predict(img)["lesion"] == 1).float().mean().item()  # noqa: E731
     removed = pipe.counterfactuals(b, ["lesion=0"], steps, guidance, torch.Generator().manual_seed(0))[0].cf_x
-    out = {}
+    read_rec_b, read_removed = predictor.predict(pipe.predict(b.noise, b.z, b.s, steps, z=b.z, trace=b.trace)), \
+        predictor.predict(removed)
+    out = {"removal": {
+        "removed": round((read_removed["lesion"] == 0).float().mean().item(), 4),
+        "other_change": {k: round((read_removed[k] - read_rec_b[k]).abs().mean().item(), 3) for k in OTHERS},
+        "recon_error": {k: round((read_rec_b[k] - labels[k][pos]).abs().mean().item(), 3) for k in OTHERS}}}
     for w in weights:
         pipe.transplant = dataclasses.replace(pipe.transplant, guidance=w)  # unused when findings are decoded
         cfs = [pipe.counterfactuals(a, ["lesion=1"], steps, w, torch.Generator().manual_seed(s))[0].cf_x

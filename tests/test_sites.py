@@ -234,11 +234,10 @@ def test_the_bank_keeps_the_findings_polarity_and_drops_peaks_of_the_other_sign(
     torch.testing.assert_close(site_codes.resized(bank.patches, 5), patches[[0, 1, 3]])
 
 
-def test_a_switched_off_finding_is_decoded_afresh_in_a_disk_where_the_image_exceeds_its_plain_decoding(
-        brain, monkeypatch):
+def test_a_switched_off_finding_is_decoded_afresh_in_a_disk_where_the_image_exceeds_its_removal(brain, monkeypatch):
     """do(lesion=0) on an exact abduction: a disk (2.8 of the bank's HWHM) around the peak, in the bank's direction,
-    of the image minus its plain factual decoding (what the latents explain) is decoded without the residuals and as
-    counterfactual at every step."""
+    of the image minus its removal (decoded keeping unchanged pixels, the lesion's block alone switched off) is decoded
+    without the residuals and as counterfactual at every step."""
     from causaldiff.inference.sites import removal_disks
 
     model, x, labels = brain
@@ -248,31 +247,58 @@ def test_a_switched_off_finding_is_decoded_afresh_in_a_disk_where_the_image_exce
     pipe = CounterfactualPipeline(model, inversion="residual", keep_unchanged=True, site_banks={"lesion": bank})
     ab = pipe.abduct(x[neg], y, steps=3)
     decode = pipe.decode
-    explained = x[neg] - bumps([5, 9, 11], [6, 10, 4], 0.9, size=16) + bumps([2, 2, 2], [13, 13, 13], 1.5, size=16)
-    calls = []
+    removed = x[neg] - bumps([5, 9, 11], [6, 10, 4], 0.9, size=16) + bumps([2, 2, 2], [13, 13, 13], 1.5, size=16)
+    latents = []
 
-    def plain(noise, cf_z, s, steps, guidance, z, trace=None, keep_unchanged=None, depth=None, redraw=None):
-        if trace is None and not keep_unchanged:  # the plain factual decoding: a bright bump unexplained, and a
-            calls.append(len(noise))  # darker change larger in size
-            return explained[: len(noise)]
+    def removal(noise, cf_z, s, steps, guidance, z, trace=None, keep_unchanged=None, depth=None, redraw=None):
+        if keep_unchanged and redraw is None:  # the removal: a bright bump taken away, and a darker change larger
+            latents.append(cf_z)  # in size
+            return removed[: len(noise)]
         return decode(noise, cf_z, s, steps, guidance, z, trace, keep_unchanged, depth, redraw)
 
-    monkeypatch.setattr(pipe, "decode", plain)
-    disks = removal_disks(pipe, ab, [{**y, "lesion": torch.zeros(3)}, y], 3)  # switched off, then left on
-    assert calls == [3]  # one plain decoding of the three sources
+    monkeypatch.setattr(pipe, "decode", removal)
+    off, on = pipe.intervene(ab, "lesion=0")[0], ab.z
+    disks = removal_disks(pipe, ab, torch.cat([off, on]), [{**y, "lesion": torch.zeros(3)}, y], 3)  # off, left on
+    k = model.graph.index("lesion")
+    assert len(latents) == 1 and latents[0].shape == ab.z.shape  # one decoding of the three switched off
+    torch.testing.assert_close(latents[0][:, k], off[:, k])  # the lesion's block switched off, and nothing else
+    torch.testing.assert_close(torch.cat([latents[0][:, :k], latents[0][:, k + 1:]], 1),
+                               torch.cat([ab.z[:, :k], ab.z[:, k + 1:]], 1))
     assert disks.shape == (6, 1, 16, 16) and not disks[3:].any()
     assert disks[[0, 1, 2], 0, [5, 9, 11], [6, 10, 4]].all() and not disks[:3, 0, 2, 13].any()  # the bright one
     assert disks[:3].sum((1, 2, 3)).float().mean() == pytest.approx(3.14159 * (2.8 * bank.hwhm) ** 2, rel=0.2)
-    assert removal_disks(pipe, ab, [y], 3) is None  # nothing switched off
-    assert removal_disks(pipe, CounterfactualPipeline(model).abduct(x[neg], y, 3), [y], 3) is None  # no trace
+    assert removal_disks(pipe, ab, on, [y], 3) is None  # nothing switched off
+    assert removal_disks(pipe, CounterfactualPipeline(model).abduct(x[neg], y, 3), on, [y], 3) is None  # no trace
     monkeypatch.undo()
     cf_z, _ = pipe.intervene(ab, "lesion=0")
     everywhere = torch.ones(3, 1, 16, 16, dtype=torch.bool)
     afresh = pipe.decode(ab.noise, cf_z, ab.s, 3, 1.0, ab.z, ab.trace, redraw=everywhere)
     plain = pipe.decode(ab.noise, cf_z, ab.s, 3, 1.0, ab.z, None, keep_unchanged=False)  # no residuals, no mask
-    torch.testing.assert_close(afresh, plain, atol=1e-5, rtol=0)
+    guided = pipe.decode(ab.noise, cf_z, ab.s, 3, pipe.transplant.removal_guidance, ab.z, None, keep_unchanged=False)
+    torch.testing.assert_close(afresh, guided, atol=1e-5, rtol=0)  # a removal alone: at least the removal guidance
     kept = pipe.decode(ab.noise, cf_z, ab.s, 3, 1.0, ab.z, ab.trace)
     assert (kept - afresh).abs().amax() > 1e-2  # the residuals and the mask matter elsewhere
     unmasked = CounterfactualPipeline(model, inversion="residual")
     torch.testing.assert_close(unmasked.decode(ab.noise, cf_z, ab.s, 3, 1.0, ab.z, ab.trace, redraw=everywhere),
                                plain, atol=1e-5, rtol=0)  # without keep_unchanged too
+
+
+def test_a_switched_off_finding_with_nothing_else_changed_changes_its_disk_alone(brain):
+    """Keeping unchanged pixels, do(lesion=0) alone is decoded afresh in its disk and every other pixel comes back as
+    it was (as outside a transplant's disk); with another node changed too, the predicted change admits more."""
+    model, x, labels = brain
+    pos = torch.nonzero(labels["lesion"] == 1).flatten()[:3]
+    y = {k: v[pos] for k, v in labels.items()}
+    pipe = CounterfactualPipeline(model, inversion="residual", keep_unchanged=True)
+    ab = pipe.abduct(x[pos], y, steps=3)
+    disk = site_disk(torch.tensor([[0.5, 0.5, 1.0]] * 3), 16, 3.0)
+    outside = ~disk.expand_as(x[pos])
+    for do, alone in (("lesion=0", True), ({"lesion": 0.0, "age": 75.0}, False)):
+        cf_z, _ = pipe.intervene(ab, do)
+        cf_x = pipe.decode(ab.noise, cf_z, ab.s, 3, 1.0, ab.z, ab.trace, redraw=disk)
+        assert (cf_x - x[pos])[~outside].abs().amax() > 1e-2  # the disk is decoded afresh
+        moved = (cf_x - x[pos])[outside].abs().amax()
+        assert moved < 1e-4 if alone else moved > 1e-3
+    assert pipe._confined(ab.z, cf_z, disk).tolist() == [False] * 3
+    assert pipe._confined(ab.z, ab.z, disk).tolist() == [True] * 3  # nothing but the finding changed
+    assert pipe._confined(ab.z, ab.z, torch.zeros_like(disk)).tolist() == [False] * 3  # no disk: nothing confined

@@ -30,7 +30,8 @@ class MaskSettings:
 
 def masked_loop(eps_fn: EpsFn, noise: Tensor, c_cf: Tensor, c_f: Tensor, tables: DDIMTables, guidance: float = 1.0,
                 mask: MaskSettings = MaskSettings(), residuals: Tensor | None = None, path: Tensor | None = None,
-                eps_f: Tensor | None = None, redraw: Tensor | None = None) -> Tensor:
+                eps_f: Tensor | None = None, redraw: Tensor | None = None, confined: Tensor | None = None,
+                removal_guidance: float = 1.0) -> Tensor:
     """DDIM decoding of ``noise`` (B, C, H, W) under ``c_cf`` (B, E) that keeps the factual decoding (under ``c_f``)
     wherever the counterfactual does not change the predicted image.
 
@@ -44,9 +45,15 @@ def masked_loop(eps_fn: EpsFn, noise: Tensor, c_cf: Tensor, c_f: Tensor, tables:
     factual path is the inversion's, read from the trace, and every pixel outside the change comes back as it was.
     ``redraw`` (B, 1, H, W) bool: pixels decoded afresh, counterfactual at every step and without the residuals, which
     carry what the latents do not (a removed finding; see :func:`~causaldiff.inference.sites.removal_disks`).
-    Network calls a step: one of B with a trace (two when w != 1), else two (three); no host sync.
+    ``confined`` (B,) bool: rows whose change is ``redraw`` alone (a finding switched off and nothing else), where
+    every pixel outside it is the factual path's, as outside a transplant's disk, and w is at least
+    ``removal_guidance`` (guidance acts inside the disk alone, as a transplant's does).
+    Network calls a step: one of B with a trace (two when w != 1, confined rows included), else two (three); no host
+    sync.
     """
     level = mask.level / 127.5  # grey levels of 255 in [-1, 1] units
+    if confined is not None and removal_guidance > guidance:
+        guidance = torch.where(confined, removal_guidance, guidance).to(noise.dtype)[:, None, None, None]
     x = x_f = noise
     for i, step in enumerate(tables.to(noise.device).steps(noise.shape[0])):
         r = 0.0 if residuals is None else residuals[i] if redraw is None else residuals[i] * ~redraw
@@ -57,21 +64,23 @@ def masked_loop(eps_fn: EpsFn, noise: Tensor, c_cf: Tensor, c_f: Tensor, tables:
         smooth = F.avg_pool2d(change, 3, 1, 1)
         changed = (change > level) | (smooth >= mask.share * smooth.amax((2, 3), keepdim=True))
         if redraw is not None:
-            changed = changed | redraw
+            changed = redraw | (changed if confined is None else changed & ~confined[:, None, None, None])
         x_f_next = ddim_update(x_f, eps_ff, None, step) + r if path is None else path[i]
         x = torch.where(changed, ddim_update(x, eps_cf, None, step) + r, x_f_next)
         x_f = x_f_next
     return x
 
 
-def _predictions(eps_fn: EpsFn, x: Tensor, x_f: Tensor, t: Tensor, c_cf: Tensor, c_f: Tensor, guidance: float,
-                 eps_ff: Tensor | None) -> tuple[Tensor, Tensor]:
-    """(guided counterfactual eps at x, factual eps at x_f) in one batched call; ``eps_ff`` given: not recomputed."""
+def _predictions(eps_fn: EpsFn, x: Tensor, x_f: Tensor, t: Tensor, c_cf: Tensor, c_f: Tensor,
+                 guidance: float | Tensor, eps_ff: Tensor | None) -> tuple[Tensor, Tensor]:
+    """(guided counterfactual eps at x, factual eps at x_f) in one batched call; ``guidance`` a number or per row
+    (B, 1, 1, 1); ``eps_ff`` given: not recomputed."""
+    guided = torch.is_tensor(guidance) or guidance != 1.0
     xs, cs = [x], [c_cf]
-    if guidance != 1.0:
+    if guided:
         xs, cs = xs + [x], cs + [c_f]
     if eps_ff is None:
         xs, cs = xs + [x_f], cs + [c_f]
     eps = eps_fn(torch.cat(xs), torch.cat([t] * len(xs)), torch.cat(cs)).chunk(len(xs))
-    eps_cf = eps[0] if guidance == 1.0 else torch.lerp(eps[1], eps[0], guidance)
+    eps_cf = torch.lerp(eps[1], eps[0], guidance) if guided else eps[0]
     return eps_cf, eps[-1] if eps_ff is None else eps_ff

@@ -37,7 +37,8 @@ class TransplantSettings:
     at: float = 0.05  # the transplant's timestep, as a fraction of the training timesteps
     gain: float = 1.0  # the transplanted change over the banked one
     guidance: float = 3.0  # guidance weight inside the disk
-    removal_guidance: float = 2.0  # guidance of the masked removal that abducts a site (sites.abduct_sites)
+    removal_guidance: float = 2.0  # guidance of the removal that abducts a site (sites.abduct_sites), the least
+    # inside a removal's disk (masked_loop)
 
     def patch_side(self, hwhm: float) -> int:
         """The (odd) side of the appearance window of a finding ``hwhm`` px wide at half maximum."""

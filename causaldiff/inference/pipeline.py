@@ -258,13 +258,20 @@ class CounterfactualPipeline:
             raise ValueError("guidance and keep_unchanged act against the factual condition: they need its latents z")
         redraw = None if trace is None else redraw
         if keep:
-            inputs = {"noise": noise, "c_cf": cond, "c_f": m.condition(z, s), **_trace_inputs(trace), "redraw": redraw}
+            inputs = {"noise": noise, "c_cf": cond, "c_f": m.condition(z, s), **_trace_inputs(trace), "redraw": redraw,
+                      "confined": None if redraw is None else self._confined(z, cf_z, redraw)}
             return self.run_loop.run(masked_loop, self.eps_fn, inputs, tables=tables, guidance=guidance,
-                                     mask=self.mask).clamp(-1, 1)
+                                     mask=self.mask, removal_guidance=self.transplant.removal_guidance).clamp(-1, 1)
         null = None if guidance == 1.0 else m.condition(z, s)
         residuals = None if trace is None else trace.residuals if redraw is None else trace.residuals * ~redraw
         return self.run_loop(self.eps_fn, noise, cond, tables, guidance=guidance, null=null,
                              residuals=residuals).clamp(-1, 1)
+
+    def _confined(self, z: Tensor, cf_z: Tensor, redraw: Tensor) -> Tensor:
+        """(B,) bool: rows with a ``redraw`` disk whose latents ``cf_z`` differ from ``z`` (B, n, d) only in local
+        nodes' blocks: a finding switched off and nothing else, which changes its disk alone."""
+        local = torch.tensor([self.graph[n].local for n in self.graph.order], device=z.device)
+        return ~((cf_z != z).any(-1) & ~local).any(1) & redraw.flatten(1).any(1)
 
     def __call__(self, x: Tensor, labels: Labels | None = None, do=(), steps: int = 50, guidance: float = 1.0,
                  generator: torch.Generator | None = None) -> CounterfactualOutput:
@@ -283,7 +290,7 @@ class CounterfactualPipeline:
         trace = None if ab.trace is None else ab.trace.repeat(k)
         z = ab.z.repeat(k, 1, 1)
         base_z = None if sites is None else self._transplant_base(z, cf_z, ab.labels, [c[1] for c in cf])
-        redraw = None if sites is None else removal_disks(self, ab, [c[1] for c in cf], steps)
+        redraw = None if sites is None else removal_disks(self, ab, cf_z, [c[1] for c in cf], steps)
         cf_x = self.predict(ab.noise.repeat(k, 1, 1, 1), cf_z, ab.s.repeat(k, 1), steps, guidance, z, sites, trace,
                             ab.depth, base_z, redraw)
         return [CounterfactualOutput(cf_x[j * b:(j + 1) * b], cf[j][1], ab.noise, ab.z, cf[j][0]) for j in range(k)]

@@ -48,12 +48,17 @@ class Sites:
         return Sites(*(torch.cat([getattr(p, f) for p in parts]) for f in ("where", "patches", "hwhm")))
 
 
-def change_peaks(x: Tensor, removed: Tensor, sign: float | None = None) -> Tensor:
-    """(B, 3) sites where the 3×3-smoothed channel-mean x − removed is largest in size (``sign`` given: largest in
-    that direction): (row, col) as fractions of the image side (pixel centres) and the change's signed height there
-    (> 0: brighter)."""
-    change = F.avg_pool2d((x - removed).mean(1, keepdim=True), 3, 1, 1, count_include_pad=False).flatten(1)
-    size = x.shape[-1]
+def change_peaks(x: Tensor, removed: Tensor, sign: float | None = None, shape: Tensor | None = None) -> Tensor:
+    """(B, 3) sites where the smoothed channel-mean x − removed is largest in size (``sign`` given: largest in that
+    direction): (row, col) as fractions of the image side (pixel centres) and the smoothed change's signed height
+    there (> 0: brighter). Smoothed by a 3×3 mean, or by ``shape`` (P, P; P odd), a finding's mean banked change: the
+    matched filter, which picks a known profile out of pixel noise best (North, 1943)."""
+    change = (x - removed).mean(1, keepdim=True)
+    if shape is None:
+        change = F.avg_pool2d(change, 3, 1, 1, count_include_pad=False)
+    else:
+        change = F.conv2d(change, (shape / shape.abs().sum()).to(change)[None, None], padding=shape.shape[-1] // 2)
+    change, size = change.flatten(1), x.shape[-1]
     i = (change.abs() if sign is None else sign * change).argmax(1)
     rows, cols = (i // size).float(), (i % size).float()
     return torch.stack([(rows + 0.5) / size, (cols + 0.5) / size, change.gather(1, i[:, None])[:, 0]], 1)
@@ -126,16 +131,20 @@ def load_site_banks(ckpt: dict) -> dict[str, SiteBank]:
             for node, b in (ckpt.get("site_banks") or {}).items()}
 
 
-def removal_disks(pipe, ab, cf_labels: list[dict[str, Tensor]], steps: int) -> Tensor | None:
+def removal_disks(pipe, ab, cf_z: Tensor, cf_labels: list[dict[str, Tensor]], steps: int) -> Tensor | None:
     """(B*K, 1, H, W) bool: for each image of an abduction ``ab`` (``steps`` DDIM steps) whose local node (with a site
-    bank) K interventions (their ``cf_labels``) switch off, a disk of ``pipe.transplant.disk`` × the bank's HWHM
-    around the finding's site; None when there is none, or no trace.
+    bank) K interventions (their latents ``cf_z`` (B*K, n, d) and ``cf_labels``) switch off, a disk of
+    ``pipe.transplant.disk`` × the bank's HWHM around the finding's site; None when there is none, or no trace.
 
     An exact abduction's residuals carry what the latents do not, and the latents do not hold a finding's site
     (docs/DESIGN.md, "Site codes"): decoded with them, brain32's lesions came back (docs/results.md, "Lesions"). The
-    site is where the image most exceeds its plain factual decoding (no residuals: what the latents explain) in the
-    finding's direction (the sign of its bank's heights); the disk is then decoded afresh
-    (:func:`~causaldiff.diffusion.masked.masked_loop`'s ``redraw``). One plain decoding of the switched-off images.
+    site is where the image most exceeds its removal, in the finding's direction (the sign of its bank's heights) and
+    filtered by its banked shape (:func:`change_peaks`); the removal is decoded keeping unchanged pixels with the
+    finding's block alone switched off, as :func:`abduct_sites` finds a bank's sites. On brain32 the site is within
+    2 px of the true lesion's in 97 % of images (88 % and 73 % for lesions half and twice as wide); the image's excess
+    over its plain factual decoding, used before, in 70 %: its texture errors outshone faint lesions, and a disk put
+    on the ventricles faded them. The disk is then decoded afresh (:func:`~causaldiff.diffusion.masked.masked_loop`'s
+    ``redraw``). One masked decoding per switched-off row.
     """
     if ab.trace is None:
         return None
@@ -145,15 +154,17 @@ def removal_disks(pipe, ab, cf_labels: list[dict[str, Tensor]], steps: int) -> T
     offs = {node: rows.nonzero().flatten() for node, rows in offs.items() if bool(rows.any())}
     if not offs:
         return None
-    src = (torch.cat(list(offs.values())) % b).unique().to(pipe.device)  # the source images, each decoded once
-    plain = torch.empty_like(ab.noise)
-    plain[src] = pipe.decode(ab.noise[src], ab.z[src], ab.s[src], steps, 1.0, None, None, keep_unchanged=False,
-                             depth=ab.depth)
     disks = torch.zeros(len(cf_labels) * b, 1, size, size, dtype=torch.bool, device=pipe.device)
     for node, rows in offs.items():
-        bank, i = pipe.site_banks[node], (rows % b).to(pipe.device)
-        where = change_peaks(ab.trace.path[-1][i], plain[i], float(bank.sites[:, 2].median().sign()))
-        disks[rows.to(pipe.device)] |= site_disk(where, size, pipe.transplant.disk * bank.hwhm)
+        bank, rows, k = pipe.site_banks[node], rows.to(pipe.device), pipe.graph.index(node)
+        i = rows % b
+        alone = ab.z[i].clone()
+        alone[:, k] = cf_z[rows, k]
+        removed = pipe.decode(ab.noise[i], alone, ab.s[i], steps, 1.0, ab.z[i], ab.trace.rows(i),
+                              keep_unchanged=True, depth=ab.depth)
+        where = change_peaks(ab.trace.path[-1][i], removed, float(bank.sites[:, 2].median().sign()),
+                             bank.patches.mean((0, 1)).to(removed))
+        disks[rows] |= site_disk(where, size, pipe.transplant.disk * bank.hwhm)
     return disks
 
 
