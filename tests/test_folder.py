@@ -393,3 +393,27 @@ def test_csv_with_bom_quotes_extra_columns_and_the_rows_it_refuses(tmp_path):
     (root / "labels.csv").write_text("file,age,sex,size\na.png,1,0,1\ngone.png,2,1,2\n")
     with pytest.raises(FileNotFoundError, match=r"labels.csv, row 3: image not found: .*gone.png"):
         FolderDataset(root, GRAPH)
+
+
+def test_the_predictor_weighs_each_class_of_a_discrete_node_as_much_as_the_others():
+    """A rare finding (the brain world's ~5 % lesions) gets class weights N / (K n_k): its few images weigh as much
+    as all the others, so the predictor learns to read it; a balanced node's weights stay near 1."""
+    import pytorch_lightning as pl
+
+    from causaldiff.evaluation.predictor import PredictorModule
+
+    dm = CausalDataModule(world="brain", n=400, seed=2, batch_size=32)
+    module = PredictorModule(dm.graph_spec, dm.label_stats, dm.channels, predictor_widths=(8, 8, 8))
+    pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+               enable_model_summary=False, limit_val_batches=0).fit(module, datamodule=dm)
+    y = dm.train_labels()["lesion"].long()
+    counts = torch.bincount(y, minlength=2).float()
+    w = module.class_weights["lesion"]
+    assert counts[1] < 0.15 * len(y) and w[1] > 3 * w[0]  # the rare class weighs more
+    torch.testing.assert_close((counts * w).sum(), torch.tensor(float(len(y))))  # N in all: the loss's scale kept
+    torch.testing.assert_close(w * counts, torch.full((2,), len(y) / 2.0))  # each class weighs half
+    assert (module.class_weights["sex"] - 1).abs().max() < 0.3
+    batch = next(iter(dm.train_dataloader()))
+    plain = module.predictor.loss(batch["x"], batch["labels"], batch["mask"])["lesion"]
+    weighted = module.predictor.loss(batch["x"], batch["labels"], batch["mask"], class_weights=module.class_weights)
+    assert not torch.isclose(plain, weighted["lesion"])

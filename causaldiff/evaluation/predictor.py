@@ -59,14 +59,16 @@ class AntiCausalPredictor(nn.Module):
         return read_labels(self.graph, self.raw(x), self.loc, self.scale)
 
     def loss(self, x: Tensor, labels: dict[str, Tensor], mask: dict[str, Tensor],
-             raw: list[Tensor] | None = None) -> dict[str, Tensor]:
-        """Per-node losses (cross-entropy, or squared error of the standardised value) and their sum ``loss``;
-        ``raw``: ``self.raw(x)`` when already computed."""
-        terms = {}
+             raw: list[Tensor] | None = None, class_weights: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """Per-node losses (cross-entropy, weighted per class by ``class_weights`` {node: (K,)} where given, or
+        squared error of the standardised value) and their sum ``loss``; ``raw``: ``self.raw(x)`` when already
+        computed."""
+        terms, class_weights = {}, class_weights or {}
         for i, (name, h) in enumerate(zip(self.graph.order, self.raw(x) if raw is None else raw)):
             m = mask[name].float()
             if self.graph[name].discrete:
-                per = F.cross_entropy(h, labels[name].long().clamp(0, h.shape[1] - 1), reduction="none")
+                per = F.cross_entropy(h, labels[name].long().clamp(0, h.shape[1] - 1), class_weights.get(name),
+                                      reduction="none")
             else:
                 per = (h[:, 0] - (labels[name].float() - self.loc[i]) / self.scale[i]) ** 2
             terms[name] = (per * m).sum() / m.sum().clamp_min(1)
@@ -104,13 +106,28 @@ class PredictorModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.predictor = AntiCausalPredictor(graph, label_stats, channels, tuple(predictor_widths))
+        self.class_weights: dict[str, Tensor] = {}
+
+    def setup(self, stage: str) -> None:
+        """Class weights of each discrete node from the training labels, N / (K n_k) ("balanced", as scikit-learn's):
+        a class of 5 % weighs as much as the rest together, so that a rare finding is read at all (unweighted, the
+        predictor of a folder with 5 % lesions read none)."""
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        if stage != "fit" or not hasattr(dm, "train_labels"):
+            return
+        labels, graph = dm.train_labels(), self.predictor.graph
+        for name in graph.order:
+            if graph[name].discrete:
+                y = labels[name][labels[name].isfinite()].long()
+                counts = torch.bincount(y.clamp(0, graph[name].cardinality - 1), minlength=graph[name].cardinality)
+                self.class_weights[name] = (len(y) / (len(counts) * counts.clamp_min(1).float())).to(self.device)
 
     def _step(self, batch: dict, stage: str) -> Tensor:
         x = batch["x"]
         if stage == "train" and self.hparams.augment_noise > 0:  # robustness to generator artefacts
             x = x + self.hparams.augment_noise * torch.randn_like(x)
         raw = self.predictor.raw(x)
-        terms = self.predictor.loss(x, batch["labels"], batch["mask"], raw)
+        terms = self.predictor.loss(x, batch["labels"], batch["mask"], raw, self._weights(x))
         if "twin" in batch:  # data with twins=node: learn the twins too, and keep the other readings still
             terms = self._with_twins(raw, batch, terms, stage)
         self.log_dict({f"{stage}/{k}": v for k, v in terms.items()}, batch_size=x.shape[0], prog_bar=stage == "val")
@@ -124,7 +141,7 @@ class PredictorModule(pl.LightningModule):
         if stage == "train" and self.hparams.augment_noise > 0:
             x_twin = x_twin + self.hparams.augment_noise * torch.randn_like(x_twin)
         raw_twin = self.predictor.raw(x_twin)
-        other = self.predictor.loss(x_twin, twin["labels"], batch["mask"], raw_twin)
+        other = self.predictor.loss(x_twin, twin["labels"], batch["mask"], raw_twin, self._weights(x_twin))
         kept = [i for i, n in enumerate(self.predictor.graph.order)
                 if torch.equal(twin["labels"][n], batch["labels"][n])]
         invariance = sum(F.mse_loss(raw[i], raw_twin[i]) for i in kept) / max(1, len(kept))
@@ -132,6 +149,9 @@ class PredictorModule(pl.LightningModule):
         out["invariance"] = invariance
         out["loss"] = out["loss"] + self.hparams.twin_weight * invariance
         return out
+
+    def _weights(self, x: Tensor) -> dict[str, Tensor]:
+        return {k: w.to(x.device) for k, w in self.class_weights.items()}
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")
