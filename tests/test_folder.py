@@ -9,6 +9,7 @@ from causaldiff.cli import main
 from causaldiff.data.datamodule import CausalDataModule
 from causaldiff.data.folder import FolderDataset, load_image, read_image
 from causaldiff.data.worlds import get_world
+from causaldiff.inference.inputs import finding_masks
 from causaldiff.io import encode_like
 
 GRAPH = {"age": {}, "sex": {"kind": "binary"}, "size": {"parents": ["age"]}}
@@ -55,7 +56,10 @@ def test_data_make_writes_each_findings_mask_and_takes_a_worlds_options(tmp_path
         area = masks.flatten(1).sum(1)
         assert torch.all(area[lesion] > 0) and torch.all(area[~lesion] == 0)  # a segmentation where the lesion is
         areas[scale] = area[lesion].mean().item()
+        dm = CausalDataModule(folder=str(out), folder_channels=1)  # what a site bank is fitted from (no focus)
+        torch.testing.assert_close(finding_masks(dm, list(range(len(ds))))["lesion"], masks)
     assert areas[2] > 2.5 * areas[1]  # twice the radius: about four times the area
+    assert finding_masks(CausalDataModule(world="brain", n=8), [0, 1]) == {}  # a world has no segmentations
     with pytest.raises(SystemExit, match="the brain world has no option 'lesion_size' \\(its options: lesion_scale\\)"):
         main(["data", "make", "brain", "--n", "2", "--out", str(tmp_path / "x"), "--option", "lesion_size=2"])
     with pytest.raises(SystemExit, match="--option 'lesion_scale': expected KEY=NUMBER"):

@@ -235,9 +235,10 @@ def test_the_bank_keeps_the_findings_polarity_and_drops_peaks_of_the_other_sign(
 
 
 def test_a_switched_off_finding_is_decoded_afresh_in_a_disk_where_the_image_exceeds_its_removal(brain, monkeypatch):
-    """do(lesion=0) on an exact abduction: a disk (2.8 of the bank's HWHM) around the peak, in the bank's direction,
-    of the image minus its removal (decoded keeping unchanged pixels, the lesion's block alone switched off) is decoded
-    without the residuals and as counterfactual at every step."""
+    """do(lesion=0) on an exact abduction: a disk (2.8 of the bank's HWHM) around the peak, in the bank's direction and
+    through its zero-mean shape, of the image minus its removal (decoded without residuals or mask, the lesion's block
+    alone switched off) is decoded without the residuals and as counterfactual at every step; a broad brighter
+    reconstruction error does not draw the disk."""
     from causaldiff.inference.sites import removal_disks
 
     model, x, labels = brain
@@ -247,12 +248,13 @@ def test_a_switched_off_finding_is_decoded_afresh_in_a_disk_where_the_image_exce
     pipe = CounterfactualPipeline(model, inversion="residual", keep_unchanged=True, site_banks={"lesion": bank})
     ab = pipe.abduct(x[neg], y, steps=3)
     decode = pipe.decode
-    removed = x[neg] - bumps([5, 9, 11], [6, 10, 4], 0.9, size=16) + bumps([2, 2, 2], [13, 13, 13], 1.5, size=16)
+    removed = x[neg] - bumps([5, 9, 11], [6, 10, 4], 0.9, size=16) + bumps([2, 2, 2], [13, 13, 13], 1.5, size=16) \
+        - bumps([13] * 3, [13] * 3, 1.0, size=16, sigma=4.0)  # a broad error: brighter than the bump, 3x3-smoothed
     latents = []
 
     def removal(noise, cf_z, s, steps, guidance, z, trace=None, keep_unchanged=None, depth=None, redraw=None):
-        if keep_unchanged and redraw is None:  # the removal: a bright bump taken away, and a darker change larger
-            latents.append(cf_z)  # in size
+        if keep_unchanged is False and trace is None:  # the removal: a bright bump taken away, a darker change larger
+            latents.append(cf_z)  # in size, and a broad brighter error
             return removed[: len(noise)]
         return decode(noise, cf_z, s, steps, guidance, z, trace, keep_unchanged, depth, redraw)
 
@@ -266,6 +268,9 @@ def test_a_switched_off_finding_is_decoded_afresh_in_a_disk_where_the_image_exce
                                torch.cat([ab.z[:, :k], ab.z[:, k + 1:]], 1))
     assert disks.shape == (6, 1, 16, 16) and not disks[3:].any()
     assert disks[[0, 1, 2], 0, [5, 9, 11], [6, 10, 4]].all() and not disks[:3, 0, 2, 13].any()  # the bright one
+    assert not disks[:3, 0, 13, 13].any()
+    broad = change_peaks(x[neg], removed, 1.0)[:, :2] * 16  # without the filter: the broad error's peak
+    assert ((broad - 13.5).abs() < 1.5).all()
     assert disks[:3].sum((1, 2, 3)).float().mean() == pytest.approx(3.14159 * (2.8 * bank.hwhm) ** 2, rel=0.2)
     assert removal_disks(pipe, ab, on, [y], 3) is None  # nothing switched off
     assert removal_disks(pipe, CounterfactualPipeline(model).abduct(x[neg], y, 3), on, [y], 3) is None  # no trace
@@ -302,3 +307,32 @@ def test_a_switched_off_finding_with_nothing_else_changed_changes_its_disk_alone
     assert pipe._confined(ab.z, cf_z, disk).tolist() == [False] * 3
     assert pipe._confined(ab.z, ab.z, disk).tolist() == [True] * 3  # nothing but the finding changed
     assert pipe._confined(ab.z, ab.z, torch.zeros_like(disk)).tolist() == [False] * 3  # no disk: nothing confined
+
+
+def test_a_segmented_finding_is_banked_from_its_mask_without_the_model(brain, monkeypatch):
+    """With masks, a site is the finding's peak over its background filled in by Laplace's equation (a ramp is
+    harmonic: it comes back exactly), and its patch is the finding alone; images without a mask are not used."""
+    from causaldiff.inference.sites import harmonic_fill, masked_sites
+
+    yy, xx = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+    ramp = ((yy + 2 * xx) / 60 - 0.4).expand(3, 1, 16, 16)
+    hole = torch.zeros(3, 1, 16, 16, dtype=torch.bool)
+    hole[:, :, 4:9, 6:11] = True
+    torch.testing.assert_close(harmonic_fill(ramp, hole), ramp, atol=2e-3, rtol=0)
+    finding = bumps([6, 6, 7], [8, 8, 8], 0.7, size=16, sigma=0.7)
+    where, patches = masked_sites(ramp + finding, (finding > 0.1).float(), side=7)
+    torch.testing.assert_close(where[:, :2] * 16, torch.tensor([[6.5, 8.5], [6.5, 8.5], [7.5, 8.5]]))
+    assert (where[:, 2] > 0.2).all()  # 3x3-smoothed
+    torch.testing.assert_close(patches[0, 0], finding[0, 0, 3:10, 5:12], atol=0.02, rtol=0)  # the finding alone
+
+    model, x, labels = brain
+    monkeypatch.setattr("causaldiff.inference.sites.abduct_sites", lambda *a, **k: pytest.fail("the model ran"))
+    pos = torch.nonzero(labels["lesion"] == 1).flatten()
+    masks = torch.zeros(x.shape[0], 1, 16, 16)
+    masks[pos[:2], :, 3:6, 9:12] = 1.0  # two of the lesion images segmented, the rest not
+    shown = x.clone()
+    shown[pos[:2], :, 3:6, 9:12] += 0.5
+    bank = fit_site_banks(CounterfactualPipeline(model), shown, labels, {"lesion": masks})["lesion"]
+    assert bank.sites.shape[0] == 2 and (bank.sites[:, 2] > 0).all()
+    torch.testing.assert_close(bank.sites[:, :2] * 16, torch.full((2, 2), 4.5).add(torch.tensor([0.0, 6.0])),
+                               atol=1.0, rtol=0)

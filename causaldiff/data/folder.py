@@ -58,6 +58,12 @@ def read_mask_files(root: str | os.PathLike, column: str, csv_name: str = "label
     return [safe_path(root, r[column].strip(), path) if (r[column] or "").strip() else None for r in rows]
 
 
+def has_column(root: str | os.PathLike, column: str, csv_name: str = "labels.csv") -> bool:
+    """Whether ``root/csv_name`` has a column named ``column``."""
+    with open(Path(root) / csv_name, newline="", encoding="utf-8-sig") as f:
+        return column in (next(csv.reader(f), None) or [])
+
+
 def _rows(path: Path, required: list[str]) -> tuple[Path, list[dict]]:
     """(path, rows as dicts) of a CSV that has the ``required`` columns and at least one row."""
     if not path.is_file():

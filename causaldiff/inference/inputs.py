@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from causaldiff.checkpoint import as_checkpoint
-from causaldiff.data.folder import FolderDataset, read_image
+from causaldiff.data.folder import FolderDataset, has_column, load_mask, read_image, read_mask_files
 from causaldiff.graph import CausalGraph
 from causaldiff.hparams import kwargs_for
 
@@ -55,8 +55,25 @@ def checkpoint_inputs(checkpoint: str | Path | dict, n: int, split: str = "test"
     return Inputs(x, labels, names)
 
 
-def training_images(checkpoint: str | Path | dict, n: int = 4000) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The first ``n`` training images and labels of the dataset a checkpoint records: what site banks are fitted
-    on at export (:func:`causaldiff.inference.sites.fit_site_banks`), never the images being evaluated."""
+def training_images(checkpoint: str | Path | dict, n: int = 4000) -> tuple[torch.Tensor, dict[str, torch.Tensor],
+                                                                          dict[str, torch.Tensor]]:
+    """The first ``n`` training images (N, C, H, W), labels and findings' masks ({node: (N, 1, H, W)}, see
+    :func:`finding_masks`) of the dataset a checkpoint records: what site banks are fitted on at export
+    (:func:`causaldiff.inference.sites.fit_site_banks`), never the images being evaluated."""
     found = checkpoint_inputs(checkpoint, n, split="train")
-    return found.x, found.labels
+    dm = checkpoint_datamodule(checkpoint)
+    return found.x, found.labels, finding_masks(dm, dm.splits["train"][:found.x.shape[0]].tolist())
+
+
+def finding_masks(dm, rows: list[int]) -> dict[str, torch.Tensor]:
+    """{node: (N, 1, H, W) float in {0, 1}} for each local node whose segmentations a folder's labels.csv names in
+    a ``<node>_mask`` column, for its ``rows`` (all zero where a cell is empty); {} for a world."""
+    if not isinstance(dm.dataset, FolderDataset):
+        return {}
+    ds, masks = dm.dataset, {}
+    for node in [k for k in ds.graph.order if ds.graph[k].local]:
+        files = read_mask_files(ds.root, f"{node}_mask") if has_column(ds.root, f"{node}_mask") else None
+        if files is not None:
+            empty = torch.zeros(1, ds.size, ds.size)
+            masks[node] = torch.stack([empty if files[i] is None else load_mask(files[i], ds.size) for i in rows])
+    return masks

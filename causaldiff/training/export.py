@@ -7,7 +7,6 @@ import io
 from pathlib import Path
 
 import torch
-from torch import Tensor
 
 from causaldiff.checkpoint import load_checkpoint, model_state, recommended_settings
 from causaldiff.hparams import kwargs_for
@@ -17,14 +16,15 @@ from causaldiff.models.causal_diffae import CausalDiffAE
 
 
 def export_checkpoint(src: str | Path, dst: str | Path, inference: dict | None = None,
-                      site_images: tuple[Tensor, dict[str, Tensor]] | None = None) -> Path:
+                      site_images: tuple | None = None) -> Path:
     """Write an inference-only checkpoint: EMA weights, model config and data config (weights_only-loadable).
 
     ``inference``: the :class:`CounterfactualConfig` fields this model is recommended with (measured, e.g. brain32's
     ``{"inversion": "residual", "keep_unchanged": True, "depth": 0.75}``; default: the ones ``src`` holds, which the
     fit's quality report chose); every inference command and ``CounterfactualPipeline.from_checkpoint`` use them
     unless told otherwise.
-    ``site_images``: images (N, C, H, W) and labels to abduct the site banks of the graph's local nodes from, under
+    ``site_images``: images (N, C, H, W), labels and optionally masks (as :func:`training_images` returns them) to fit
+    the site banks of the graph's local nodes from (:func:`~causaldiff.inference.sites.fit_site_banks`), under
     those settings (default: the checkpoint's own first training images when the graph has a local node).
     """
     from causaldiff.inference.inputs import training_images
