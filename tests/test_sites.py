@@ -260,7 +260,11 @@ def test_a_switched_off_finding_is_decoded_afresh_in_a_disk_where_the_image_exce
 
     monkeypatch.setattr(pipe, "decode", removal)
     off, on = pipe.intervene(ab, "lesion=0")[0], ab.z
-    disks = removal_disks(pipe, ab, torch.cat([off, on]), [{**y, "lesion": torch.zeros(3)}, y], 3)  # off, left on
+    disks, start = removal_disks(pipe, ab, torch.cat([off, on]), [{**y, "lesion": torch.zeros(3)}, y], 3,
+                                 torch.Generator().manual_seed(0))  # off, left on
+    a = pipe._schedule("sample", 3).a_from[0]  # a disk starts from q(x_t | removal), fresh noise
+    eps = torch.randn(3, *x.shape[1:], generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(start[:3], a.sqrt() * removed + (1 - a).sqrt() * eps)
     k = model.graph.index("lesion")
     assert len(latents) == 1 and latents[0].shape == ab.z.shape  # one decoding of the three switched off
     torch.testing.assert_close(latents[0][:, k], off[:, k])  # the lesion's block switched off, and nothing else
@@ -307,6 +311,12 @@ def test_a_switched_off_finding_with_nothing_else_changed_changes_its_disk_alone
     assert pipe._confined(ab.z, cf_z, disk).tolist() == [False] * 3
     assert pipe._confined(ab.z, ab.z, disk).tolist() == [True] * 3  # nothing but the finding changed
     assert pipe._confined(ab.z, ab.z, torch.zeros_like(disk)).tolist() == [False] * 3  # no disk: nothing confined
+    pipe.site_banks = {"lesion": SiteBank(torch.tensor([[0.5, 0.5, 0.8]]), bumps([3], [3], 0.8, size=7))}
+    seeded = [pipe.counterfactuals(ab, ["lesion=0"], 3, 1.0, torch.Generator().manual_seed(seed))[0].cf_x
+              for seed in (0, 0, 1)]
+    torch.testing.assert_close(seeded[0], seeded[1])  # the disk's fresh noise is the generator's
+    changed = (seeded[0] - seeded[2]).abs().amax(1).flatten(1)
+    assert (changed.amax(1) > 1e-3).all() and ((changed > 1e-4).sum(1) < 0.5 * 16 * 16).all()  # in the disk alone
 
 
 def test_a_segmented_finding_is_banked_from_its_mask_without_the_model(brain, monkeypatch):

@@ -290,9 +290,12 @@ class CounterfactualPipeline:
         trace = None if ab.trace is None else ab.trace.repeat(k)
         z = ab.z.repeat(k, 1, 1)
         base_z = None if sites is None else self._transplant_base(z, cf_z, ab.labels, [c[1] for c in cf])
-        redraw = None if sites is None else removal_disks(self, ab, cf_z, [c[1] for c in cf], steps)
-        cf_x = self.predict(ab.noise.repeat(k, 1, 1, 1), cf_z, ab.s.repeat(k, 1), steps, guidance, z, sites, trace,
-                            ab.depth, base_z, redraw)
+        noise = ab.noise.repeat(k, 1, 1, 1)
+        redraw = None if sites is None else removal_disks(self, ab, cf_z, [c[1] for c in cf], steps, generator)
+        if redraw is not None:  # a removed finding's disk starts from fresh noise
+            redraw, start = redraw
+            noise = torch.where(redraw, start, noise)
+        cf_x = self.predict(noise, cf_z, ab.s.repeat(k, 1), steps, guidance, z, sites, trace, ab.depth, base_z, redraw)
         return [CounterfactualOutput(cf_x[j * b:(j + 1) * b], cf[j][1], ab.noise, ab.z, cf[j][0]) for j in range(k)]
 
     def _transplant_base(self, z: Tensor, cf_z: Tensor, labels: Labels, cf_labels: list[Labels]) -> Tensor:
