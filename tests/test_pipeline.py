@@ -357,9 +357,7 @@ def test_a_trace_spares_the_factual_decoding_and_keeps_the_output(tiny_ckpt):
             outs.append(loop(counted, **conds, **extra, **given, **static))
             outs.append(sum(images))
         assert (outs[1], outs[3]) == expected, name
-        # the trace's predictions were made on the inversion's batches: rounding (1e-6), which the masked loop's
-        # thresholds may turn into a step taken on either path at a borderline pixel
-        assert (outs[0] - outs[2]).abs().max().item() * 127.5 < 0.05, name
+        assert (outs[0] - outs[2]).abs().max().item() * 127.5 < 1e-3, name
 
 
 def test_bf16_network_keeps_the_sampler_in_float32_near_the_float32_path(pipe_and_batch, monkeypatch):

@@ -70,28 +70,3 @@ def test_bad_steps():
         sample_tables(scheduler_config(), 0)
     with pytest.raises(ValueError, match="exceeds"):
         invert_tables(scheduler_config(num_train_timesteps=10), 11)
-
-
-@pytest.mark.parametrize("steps", [1, 7, 20])
-def test_retrace_makes_one_prediction_a_point_and_its_residuals_give_x_back(model_and_cond, steps):
-    """S + 1 network calls: each inversion step's prediction at its lower point and that point's own timestep is the
-    one sampling makes there (the trace's eps); decoding x_T with the residuals lands on x and on every path point."""
-    from causaldiff.diffusion.sampler import ddim_loop, retrace
-
-    model, x, cond = model_and_cond
-    seen = []
-
-    def eps_fn(x_, t, c):
-        seen.append((x_.clone(), int(t[0])))
-        return model.eps(x_, t, c)
-
-    sample, invert = sample_tables(model.scheduler_config, steps), invert_tables(model.scheduler_config, steps)
-    with torch.no_grad():
-        noise, trace = retrace(eps_fn, x, cond, invert, sample)
-        assert len(seen) == steps + 1
-        for i, step in enumerate(sample.steps(3)):
-            here = noise if i == 0 else trace.path[i - 1]
-            torch.testing.assert_close(trace.eps[i], model.eps(here, step.t, cond), atol=1e-5, rtol=0)
-        torch.testing.assert_close(ddim_loop(model.eps, noise, cond, sample, residuals=trace.residuals), x,
-                                   atol=1e-5, rtol=0)
-        torch.testing.assert_close(trace.path[-1], x)
