@@ -147,7 +147,7 @@ def removal_disks(pipe, ab, cf_z: Tensor, cf_labels: list[dict[str, Tensor]], st
     (:func:`change_peaks`): a matched filter that passes no slowly varying reconstruction error. Within 2 px of the
     true lesion in 100 / 100 / 81 % of brain-world images for brain32 and its fine-tunes on lesions half and twice as
     wide, and 72 % for a model whose lesion block does not remove the lesion under the residuals (the removal decoded
-    keeping unchanged pixels, used before: 97 / 88 / 73 / 3 %; docs/results.md, "Decisions"). The disk is then
+    keeping unchanged pixels, used before: 97 / 88 / 73 / 3 %; docs/results.md, "Lesions"). The disk is then
     decoded afresh (:func:`~causaldiff.diffusion.masked.masked_loop`'s ``redraw``), from a fresh sample of
     q(x_t | removal) (``generator``'s noise) rather than the inverted noise, which carries the finding as the residuals
     do: removed 100 / 100 / 86 / 72 % against 95 / 100 / 73 / 3 % from the inverted noise on the four models above.
