@@ -44,7 +44,11 @@ def checkpoint_datamodule(checkpoint: str | Path | dict):
 
 def checkpoint_inputs(checkpoint: str | Path | dict, n: int, split: str = "test") -> Inputs:
     """The first ``n`` items of the ``split`` of the dataset the checkpoint was trained on."""
-    dm = checkpoint_datamodule(checkpoint)
+    return split_inputs(checkpoint_datamodule(checkpoint), n, split)
+
+
+def split_inputs(dm, n: int, split: str = "test") -> Inputs:
+    """The first ``n`` items of the ``split`` of a DataModule's dataset (the training split's when it is empty)."""
     ds = dm.subset(split if len(dm.splits[split]) else "train")
     count = len(ds) if n is None else min(n, len(ds))
     items = [ds[i] for i in range(count)]
@@ -60,8 +64,8 @@ def training_images(checkpoint: str | Path | dict, n: int = 4000) -> tuple[torch
     """The first ``n`` training images (N, C, H, W), labels and findings' masks ({node: (N, 1, H, W)}, see
     :func:`finding_masks`) of the dataset a checkpoint records: what site banks are fitted on at export
     (:func:`causaldiff.inference.sites.fit_site_banks`), never the images being evaluated."""
-    found = checkpoint_inputs(checkpoint, n, split="train")
     dm = checkpoint_datamodule(checkpoint)
+    found = split_inputs(dm, n, split="train")
     return found.x, found.labels, finding_masks(dm, dm.splits["train"][:found.x.shape[0]].tolist())
 
 

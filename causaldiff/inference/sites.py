@@ -192,8 +192,9 @@ def fit_site_banks(pipe, x: Tensor, labels: dict[str, Tensor], masks: dict[str, 
     for node in [k for k in pipe.graph.order if pipe.graph[k].local]:
         show = torch.as_tensor(labels[node]) == 1
         mask = (masks or {}).get(node)
-        if mask is not None and bool((show & mask.flatten(1).any(1)).any()):
-            show = torch.nonzero(show & mask.flatten(1).any(1)).flatten()[:n]
+        segmented = show if mask is None else show & mask.flatten(1).any(1)
+        if mask is not None and bool(segmented.any()):
+            show = torch.nonzero(segmented).flatten()[:n]
             where, patches = masked_sites(x[show], mask[show], side)
         else:
             show = torch.nonzero(show).flatten()[:n]
