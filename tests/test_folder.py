@@ -322,6 +322,25 @@ def test_focus_marks_the_pixels_the_flipped_node_changes_and_nothing_else():
         _ = CausalDataModule(world="brain", n=16, focus="age").dataset
 
 
+def test_focus_auto_marks_every_local_findings_pixels_where_the_data_has_them(tmp_path):
+    world = CausalDataModule(world="strokes", n=48, seed=1, focus="auto").dataset
+    assert world.focus_nodes == ("swelling", "fracture")  # the world's local nodes, in graph order
+    one = {n: CausalDataModule(world="strokes", n=48, seed=1, focus=n).dataset.focus for n in world.focus_nodes}
+    assert torch.equal(world.focus, one["swelling"] | one["fracture"]) and one["swelling"].any()
+    assert CausalDataModule(world="pendulum", n=8, focus="auto").dataset.focus is None  # no local node: no focus
+    out = tmp_path / "strokes"
+    main(["data", "make", "strokes", "--n", "60", "--out", str(out)])
+    auto = FolderDataset(out, size=32, channels=1, focus="auto")
+    assert auto.focus_nodes == ("swelling", "fracture")
+    each = {n: FolderDataset(out, size=32, channels=1, focus=n) for n in auto.focus_nodes}
+    union = torch.stack([auto[i]["focus"] for i in range(60)])
+    parts = [torch.stack([each[n][i]["focus"] for i in range(60)]) for n in auto.focus_nodes]
+    assert torch.equal(union, parts[0].maximum(parts[1])) and all(p.any() for p in parts)
+    plain = make_folder(tmp_path / "plain", ["a.png,50,1,3.5"])
+    none = FolderDataset(plain, {**GRAPH, "sex": {"kind": "binary", "local": True}}, focus="auto")
+    assert none.focus_nodes == () and "focus" not in none[0]  # a local node without a mask column: no focus
+
+
 def test_a_folder_focus_reads_each_rows_mask_and_refuses_what_it_cannot_read(tmp_path):
     root = make_folder(tmp_path / "d", ["a.png,50,1,3.5,a_mask.png", "b.png,60,0,2,"],
                        header="file,age,sex,size,sex_mask")

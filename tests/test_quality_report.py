@@ -82,7 +82,7 @@ def test_report_command_reuses_the_predictor_and_writes_where_told(tiny_run, tmp
                                         (None, "not measured")])
 def test_a_verdict_says_in_plain_words_whether_an_intervention_shows(gain, words):
     assert words in verdict("age", gain)
-    assert ("--data.focus=lesion" in verdict("lesion", 0.1, local=True)) and "focus" not in verdict("age", 0.1)
+    assert ("lesion_mask" in verdict("lesion", 0.1, local=True)) and "focus" not in verdict("age", 0.1)
 
 
 def test_a_local_nodes_report_measures_the_transplant_an_export_would_make(tmp_path):

@@ -1,4 +1,5 @@
 import csv
+import logging
 import os
 import subprocess
 import sys
@@ -185,7 +186,8 @@ def test_init_from_starts_from_a_checkpoints_weights(tiny_ckpt, tmp_path):
     assert not torch.equal(new["model.scm.quantiles"], src["model.scm.quantiles"])
 
 
-def test_a_focus_weighted_fit_trains_on_the_brains_lesion_masks_and_refuses_data_without_them(tmp_path):
+def test_a_focus_weighted_fit_trains_on_the_brains_lesion_masks_and_refuses_data_without_them(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     cwd = os.getcwd()
     os.chdir(tmp_path)
     base = ["fit", "--config", str(CONFIG), "--data.world=brain", "--data.n=64", "--trainer.max_steps=2",
@@ -193,6 +195,10 @@ def test_a_focus_weighted_fit_trains_on_the_brains_lesion_masks_and_refuses_data
     try:
         with pytest.raises(SystemExit, match="^error: focus_weight needs focus masks in the data: set --data.focus"):
             main(base)
+        main([*base, "--data.focus=auto", "--data.world=pendulum", "--trainer.default_root_dir=runs/auto"])
+        assert "focus: no local node's pixels are marked" in caplog.text  # auto found none: said, and fitted
+        main([*base, "--data.focus=auto", "--trainer.default_root_dir=runs/auto_brain"])
+        assert "focus: the pixels of lesion weigh more in the loss" in caplog.text
         main([*base, "--data.focus=lesion"])
     finally:
         os.chdir(cwd)

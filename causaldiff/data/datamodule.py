@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, WeightedRandomSampler
 
+from causaldiff.data.focus import focus_nodes
 from causaldiff.data.folder import FolderDataset
 from causaldiff.data.worlds import get_world
 from causaldiff.graph import CausalGraph
@@ -29,10 +30,12 @@ class WorldDataset(Dataset):
         self.twins = None  # each item's true counterfactual with binary node ``twins`` flipped: (labels, images)
         if twins is not None:
             self.twins = self._flipped("twins", twins)
-        self.focus = None  # (N, 1, H, W) bool: the pixels that flipping binary node ``focus`` changes
-        if focus is not None:
-            flipped = self.twins[1] if twins == focus else self._flipped("focus", focus)[1]
-            self.focus = (self.images.int() - flipped.int()).abs().amax(1, keepdim=True) > FOCUS_LEVELS
+        self.focus = None  # (N, 1, H, W) bool: the pixels that flipping a ``focus`` node changes (several: any)
+        self.focus_nodes = focus_nodes(self.graph, focus, lambda n: True, self.world.name)
+        for node in self.focus_nodes:
+            flipped = self.twins[1] if twins == node else self._flipped("focus", node)[1]
+            changed = (self.images.int() - flipped.int()).abs().amax(1, keepdim=True) > FOCUS_LEVELS
+            self.focus = changed if self.focus is None else self.focus | changed
 
     def _flipped(self, option: str, node: str) -> tuple[dict, torch.Tensor]:
         """(labels, uint8 images) of every item's true counterfactual with binary ``node`` flipped."""
@@ -93,10 +96,11 @@ class CausalDataModule(pl.LightningDataModule):
         twins: a binary node of a world: each item also carries its true counterfactual with that node flipped
             (``batch["twin"]``), for a predictor whose other readings must not move with it (``PredictorModule``).
         focus: a binary node whose pixels the diffusion loss weighs more (the model's ``focus_weight``): for a small
-            finding, such as a lesion, whose few pixels the mean loss barely charges. Each item carries them as
-            ``batch["focus"]`` (B, 1, H, W) in {0, 1}: a world's are the pixels its true counterfactual with the node
-            flipped changes (the lesion's site, lesion or not); a folder's are the nonzero pixels of the mask image
-            (e.g. the lesion's segmentation) named in labels.csv's column ``<focus>_mask`` (empty: none).
+            finding, such as a lesion, whose few pixels the mean loss barely charges; ``"auto"``: every local node
+            whose pixels the data marks (none: no focus). Each item carries them as ``batch["focus"]`` (B, 1, H, W)
+            in {0, 1}: a world's are the pixels its true counterfactual with the node flipped changes (the lesion's
+            site, lesion or not); a folder's are the nonzero pixels of the mask image (e.g. the lesion's
+            segmentation) named in labels.csv's column ``<node>_mask`` (empty: none); several nodes: their union.
         world_options: a world's named variants, e.g. ``{lesion_scale: 2}`` for the brain with lesions twice as wide.
     """
 

@@ -12,6 +12,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from causaldiff.data.focus import focus_nodes
 from causaldiff.data.medical import is_medical, is_nifti, load_slice
 from causaldiff.graph import CausalGraph
 from causaldiff.io import atomic_write_bytes, atomic_write_text, csv_text, format_value, png_bytes
@@ -208,8 +209,9 @@ def _to_unit(im: Image.Image) -> tuple[np.ndarray, int]:
 class FolderDataset(Dataset):
     """Images + labels from a folder; items are ``{"x": (C, H, W), "labels": {node: ()}, "mask": {node: ()}}``.
 
-    ``focus`` (a binary node) adds ``"focus"`` (1, H, W) in {0, 1} to each item: the nonzero pixels of the mask image
-    (a segmentation of the finding) named in the CSV column ``<focus>_mask``, all zero where the cell is empty."""
+    ``focus`` (a binary node, or ``"auto"``: every local node with a ``<node>_mask`` column) adds ``"focus"``
+    (1, H, W) in {0, 1} to each item: the nonzero pixels of the mask images (segmentations of the findings) named in
+    the CSV columns ``<node>_mask``, all zero where the cells are empty."""
 
     def __init__(self, root: str | os.PathLike, graph: CausalGraph | dict | None = None, size: int = 32,
                  channels: int = 3, csv_name: str = "labels.csv", focus: str | None = None):
@@ -221,17 +223,16 @@ class FolderDataset(Dataset):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
         self.size, self.channels = size, channels
         self.files, self.labels = read_labels_csv(self.root, self.graph, csv_name)
-        self.focus_files = None
-        if focus is not None:
-            if focus not in self.graph.order or self.graph[focus].cardinality != 2:
-                raise ValueError(f"focus: {focus!r} is not a binary node of the folder's graph {self.graph.order}")
-            self.focus_files = read_mask_files(self.root, f"{focus}_mask", csv_name)
+        self.focus_nodes = focus_nodes(self.graph, focus, lambda n: has_column(self.root, f"{n}_mask", csv_name),
+                                       f"the folder's graph {self.graph.order}")
+        self.focus_files = {n: read_mask_files(self.root, f"{n}_mask", csv_name) for n in self.focus_nodes}
         for i, f in enumerate(self.files):
             if not f.is_file():
                 raise FileNotFoundError(f"{self.root / csv_name}, row {i + 2}: image not found: {f}")
-        for i, f in enumerate(self.focus_files or []):
-            if f is not None and not f.is_file():
-                raise FileNotFoundError(f"{self.root / csv_name}, row {i + 2}: {focus}_mask image not found: {f}")
+        for node, files in self.focus_files.items():
+            for i, f in enumerate(files):
+                if f is not None and not f.is_file():
+                    raise FileNotFoundError(f"{self.root / csv_name}, row {i + 2}: {node}_mask image not found: {f}")
 
     def __len__(self) -> int:
         return len(self.files)
@@ -243,9 +244,11 @@ class FolderDataset(Dataset):
             "labels": {k: torch.nan_to_num(v, nan=0.0) for k, v in labels.items()},
             "mask": {k: v.isfinite() for k, v in labels.items()},
         }
-        if self.focus_files is not None:
-            m = self.focus_files[i]
-            item["focus"] = load_mask(m, self.size) if m is not None else torch.zeros(1, self.size, self.size)
+        if self.focus_nodes:
+            item["focus"] = torch.zeros(1, self.size, self.size)
+            for files in self.focus_files.values():
+                if files[i] is not None:
+                    item["focus"] = item["focus"].maximum(load_mask(files[i], self.size))
         return item
 
 

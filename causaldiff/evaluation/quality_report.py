@@ -65,7 +65,8 @@ def verdict(node: str, gain: float | None, local: bool = False) -> str:
     if gain >= SHOWS:
         return f"do({node}) shows: gain {gain:.2f}"
     tries = ("train longer; try --guidance 2; the swap test below says whether the decoder follows z"
-             + (f"; a small finding: fit with --data.focus={node} --model.focus_weight=20" if local else ""))
+             + (f"; a small finding: give its segmentations as labels.csv's column {node}_mask and fit with "
+                "--data.focus=auto --model.focus_weight=20 (the templates' defaults)" if local else ""))
     word = "shows weakly" if gain >= WEAK else "does not show"
     return f"do({node}) {word}: gain {gain:.2f} — {tries}"
 

@@ -6,8 +6,10 @@ import copy
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 
 from causaldiff.checkpoint import load_checkpoint, model_state
+from causaldiff.data.focus import AUTO
 from causaldiff.graph import CausalGraph
 from causaldiff.hparams import kwargs_for
 from causaldiff.models.causal_diffae import CausalDiffAE, with_exogenous
@@ -67,7 +69,11 @@ class CausalDiffAEModule(pl.LightningModule):
         dm = self.trainer.datamodule if self._trainer is not None else None
         focus = self.hparams.focus_weight or any(s.focus_weight for s in self.stages)
         if stage == "fit" and focus and getattr(dm, "focus", None) is None:
-            raise ValueError("focus_weight needs focus masks in the data: set --data.focus=<a binary node>")
+            raise ValueError("focus_weight needs focus masks in the data: set --data.focus=<a binary node> or auto")
+        if stage == "fit" and focus and getattr(dm, "focus", None) == AUTO:
+            nodes = dm.dataset.focus_nodes
+            rank_zero_info(f"focus: the pixels of {', '.join(nodes)} weigh more in the loss" if nodes else
+                           "focus: no local node's pixels are marked (a folder's <node>_mask column): none weigh more")
         if stage == "fit" and self.hparams.init_from:
             self._load_initial_weights(self.hparams.init_from)
         if stage == "fit" and not bool(self.model.scm.fitted):
