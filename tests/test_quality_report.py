@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from causaldiff.evaluation.quality_report import verdict
+from causaldiff.data.worlds import get_world
+from causaldiff.evaluation.quality_report import focused, verdict
 
 
 def test_the_fit_writes_a_report_with_every_section(tiny_run):
@@ -83,6 +84,22 @@ def test_report_command_reuses_the_predictor_and_writes_where_told(tiny_run, tmp
 def test_a_verdict_says_in_plain_words_whether_an_intervention_shows(gain, words):
     assert words in verdict("age", gain)
     assert ("lesion_mask" in verdict("lesion", 0.1, local=True)) and "focus" not in verdict("age", 0.1)
+    assert "weighed more in training already" in verdict("lesion", 0.1, True, focused=True)
+    assert "lesion_mask" not in verdict("lesion", 0.1, True, focused=True)
+    brain = {"graph": get_world("brain").graph.to_dict()}
+    ckpt = lambda weight, focus, **data: {"hyper_parameters": {**brain, "focus_weight": weight},  # noqa: E731
+                                          "datamodule_hyper_parameters": {"focus": focus, **data}}
+    assert focused(ckpt(20, "auto", world="brain")) == {"lesion"} and focused(ckpt(0, "auto", world="brain")) == set()
+    assert focused(ckpt(20, None, world="brain")) == set() and focused(ckpt(20, "lesion")) == {"lesion"}
+
+
+def test_a_folder_fit_focused_the_local_nodes_its_labels_segment(tmp_path):
+    brain = {"graph": get_world("brain").graph.to_dict(), "focus_weight": 20}
+    (tmp_path / "labels.csv").write_text("file,lesion\na.png,1\n")
+    ckpt = {"hyper_parameters": brain, "datamodule_hyper_parameters": {"focus": "auto", "folder": str(tmp_path)}}
+    assert focused(ckpt) == set()  # no lesion_mask column: nothing was weighed
+    (tmp_path / "labels.csv").write_text("file,lesion,lesion_mask\na.png,1,m.png\n")
+    assert focused(ckpt) == {"lesion"}
 
 
 def test_a_local_nodes_report_measures_the_transplant_an_export_would_make(tmp_path):

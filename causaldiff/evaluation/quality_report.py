@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 
 from causaldiff.checkpoint import load_checkpoint
+from causaldiff.data.focus import focus_nodes
+from causaldiff.data.folder import has_column
 from causaldiff.evaluation.choose import (
     CANDIDATES,
     GAIN_TIE,
@@ -30,6 +32,7 @@ from causaldiff.evaluation.choose import (
 )
 from causaldiff.evaluation.evaluate import Evaluator, eval_data
 from causaldiff.evaluation.predictor import AntiCausalPredictor
+from causaldiff.graph import CausalGraph
 from causaldiff.inference.config import CounterfactualConfig
 from causaldiff.inference.pipeline import CounterfactualPipeline
 from causaldiff.io import atomic_write_bytes, atomic_write_text
@@ -58,15 +61,20 @@ def fit_predictor(ckpt: dict, out: Path, epochs: int = 5) -> Path:
         return export_predictor(Path(work) / "last.ckpt", out)
 
 
-def verdict(node: str, gain: float | None, local: bool = False) -> str:
-    """One line in plain words: does do(node) show, and what to try when it does not."""
+def verdict(node: str, gain: float | None, local: bool = False, focused: bool = False) -> str:
+    """One line in plain words: does do(node) show, and what to try when it does not (``focused``: the fit already
+    weighed the local finding's pixels more)."""
     if gain is None:
         return f"do({node}): not measured (the predictor cannot tell identity from the truth on this node)"
     if gain >= SHOWS:
         return f"do({node}) shows: gain {gain:.2f}"
-    tries = ("train longer; try --guidance 2; the swap test below says whether the decoder follows z"
-             + (f"; a small finding: give its segmentations as labels.csv's column {node}_mask and fit with "
-                "--data.focus=auto --model.focus_weight=20 (the templates' defaults)" if local else ""))
+    tries = "train longer; try --guidance 2; the swap test below says whether the decoder follows z"
+    if local and focused:
+        tries += ("; its pixels weighed more in training already: a few held-out items show it, so read it with a "
+                  "predictor fitted on more of them (causaldiff report --predictor) or raise --report.n")
+    elif local:
+        tries += (f"; a small finding: give its segmentations as labels.csv's column {node}_mask and fit with "
+                  "--data.focus=auto --model.focus_weight=20 (the templates' defaults)")
     word = "shows weakly" if gain >= WEAK else "does not show"
     return f"do({node}) {word}: gain {gain:.2f} — {tries}"
 
@@ -112,7 +120,7 @@ def quality_report(checkpoint, out: str | Path, n: int = 64, steps: int = 20, pr
               "composition@1": row["composition"]["1"], "reversibility@1": row["reversibility"]["1"],
               "swap": {kind: use["swap"][kind]["z"] for kind in ("fresh", "inverted")},
               "swap_reference": use["swap_reference"]["z"],
-              "verdicts": [verdict(node, g["effect_gain"].get(node), pipe.graph[node].local)
+              "verdicts": [verdict(node, g["effect_gain"].get(node), pipe.graph[node].local, node in focused(ckpt))
                            for node in pipe.graph.order],
               "grids": [f"grid_{node}.png" for node in pipe.graph.order], "choice": choice,
               "site_banks": {node: bank.sites.shape[0] for node, bank in pipe.site_banks.items()},
@@ -120,6 +128,18 @@ def quality_report(checkpoint, out: str | Path, n: int = 64, steps: int = 20, pr
     atomic_write_text(out / "report.json", json.dumps(report, indent=1))
     atomic_write_text(out / "report.md", markdown(report, pipe.graph.order))
     return report
+
+
+def focused(ckpt: dict) -> set[str]:
+    """The nodes whose pixels the checkpoint's fit weighed more: its data's ``focus`` under a positive focus weight
+    (in any stage)."""
+    hp, data = ckpt.get("hyper_parameters") or {}, ckpt.get("datamodule_hyper_parameters") or {}
+    weighed = hp.get("focus_weight") or any(s.get("focus_weight") for s in hp.get("stages") or [])
+    if not data.get("focus") or not weighed:
+        return set()
+    folder = data.get("folder")
+    marked = (lambda n: True) if folder is None else (lambda n: has_column(folder, f"{n}_mask"))
+    return set(focus_nodes(CausalGraph.from_dict(hp["graph"]), data["focus"], marked, "the checkpoint's data"))
 
 
 def _with_site_banks(pipe: CounterfactualPipeline, ckpt: dict) -> CounterfactualPipeline:
