@@ -113,6 +113,7 @@ def quality_report(checkpoint, out: str | Path, n: int = 64, steps: int = 20, pr
     for node in pipe.graph.order:
         write_grid(pipe, inputs, [node], None, config, out / f"grid_{node}.png")
     g, row = evaluation["gains"]["causaldiff"], evaluation["variants"]["causaldiff"]
+    weighed = focused(ckpt)
     report = {"checkpoint": str(checkpoint), "global_step": ckpt.get("global_step"), "n": data.x.shape[0],
               "config": config.asdict(), "world": evaluation["meta"]["world"], "predictor": str(pred_path),
               "effect_gain": g["effect_gain"], "effect_gain_mean": g["effect_gain_mean"],
@@ -120,7 +121,7 @@ def quality_report(checkpoint, out: str | Path, n: int = 64, steps: int = 20, pr
               "composition@1": row["composition"]["1"], "reversibility@1": row["reversibility"]["1"],
               "swap": {kind: use["swap"][kind]["z"] for kind in ("fresh", "inverted")},
               "swap_reference": use["swap_reference"]["z"],
-              "verdicts": [verdict(node, g["effect_gain"].get(node), pipe.graph[node].local, node in focused(ckpt))
+              "verdicts": [verdict(node, g["effect_gain"].get(node), pipe.graph[node].local, node in weighed)
                            for node in pipe.graph.order],
               "grids": [f"grid_{node}.png" for node in pipe.graph.order], "choice": choice,
               "site_banks": {node: bank.sites.shape[0] for node, bank in pipe.site_banks.items()},
