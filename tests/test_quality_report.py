@@ -24,6 +24,26 @@ def test_the_fit_writes_a_report_with_every_section(tiny_run):
     md = (report_dir / "report.md").read_text()
     assert all(v in md for v in report["verdicts"]) and "reference (the truth)" in md
     assert (report_dir / "predictor.ckpt").is_file()  # fitted on the training split, kept for the next report
+    assert set(report["reading"]) == set(nodes) and report["reading_n"] >= report["n"]  # the whole test split
+    assert all(v is None or v <= 1 for v in report["reading"].values()) and "the predictor reads it |" in md
+
+
+def test_reading_is_balanced_accuracy_for_classes_and_r2_for_values(monkeypatch):
+    import torch
+
+    from causaldiff.evaluation.predictor import AntiCausalPredictor
+
+    graph = {"sex": {"kind": "binary"}, "age": {"kind": "continuous", "range": [0, 10]}}
+    predictor = AntiCausalPredictor(graph, channels=1, widths=(8,))
+    age = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    flat = age.mean().expand(4)
+    monkeypatch.setattr(predictor, "predict", lambda x: {"sex": torch.tensor([0, 0, 1, 1]), "age": flat})
+    labels = {"sex": torch.tensor([0.0, 1.0, 1.0, 1.0]), "age": age}
+    reading = predictor.reading(torch.zeros(4, 1, 8, 8), labels)
+    assert reading["sex"] == pytest.approx((1 + 2 / 3) / 2) and reading["age"] == pytest.approx(0.0)  # recall per class
+    monkeypatch.setattr(predictor, "predict", lambda x: {"sex": torch.tensor([1, 1, 1, 1]), "age": age})
+    reading = predictor.reading(torch.zeros(4, 1, 8, 8), {**labels, "sex": torch.tensor([1.0, 1, float("nan"), 1])})
+    assert reading == {"sex": None, "age": pytest.approx(1.0)}  # one class present: not measured
 
 
 def test_choosing_follows_the_rule_and_stores_the_settings_in_the_checkpoint(tiny_run, tmp_path):
@@ -86,6 +106,9 @@ def test_a_verdict_says_in_plain_words_whether_an_intervention_shows(gain, words
     assert ("lesion_mask" in verdict("lesion", 0.1, local=True)) and "focus" not in verdict("age", 0.1)
     assert "weighed more in training already" in verdict("lesion", 0.1, True, focused=True)
     assert "lesion_mask" not in verdict("lesion", 0.1, True, focused=True)
+    doubt = "uncertain: the predictor reads held-out lesion labels at 0.64 only"
+    assert doubt in verdict("lesion", 0.9, True, True, 0.64) and doubt in verdict("lesion", 0.1, True, True, 0.64)
+    assert "uncertain" not in verdict("age", 0.9, reading=0.8) + verdict("age", 0.1, reading=None)
     brain = {"graph": get_world("brain").graph.to_dict()}
     ckpt = lambda weight, focus, **data: {"hyper_parameters": {**brain, "focus_weight": weight},  # noqa: E731
                                           "datamodule_hyper_parameters": {"focus": focus, **data}}

@@ -49,13 +49,13 @@ class EvalData:
     world: object | None
 
 
-def eval_data(checkpoint, n: int, start: int = 0) -> EvalData:
-    """``n`` test items of the checkpoint's own dataset from the ``start``-th on (with exogenous noise for worlds, and
-    for folders that ``data make`` wrote from one: :mod:`causaldiff.data.provenance`).
+def eval_data(checkpoint, n: int | None, start: int = 0) -> EvalData:
+    """``n`` test items (None: all) of the checkpoint's own dataset from the ``start``-th on (with exogenous noise for
+    worlds, and for folders that ``data make`` wrote from one: :mod:`causaldiff.data.provenance`).
 
     The reports use the first ones; a setting is chosen on items the reports do not use (e.g. ``start=256``)."""
     dm = checkpoint_datamodule(checkpoint)
-    idx = dm.splits["test"][start:start + n]
+    idx = dm.splits["test"][start:None if n is None else start + n]
     if len(idx) < 2 * len(dm.graph):
         raise ValueError(f"evaluation needs at least {2 * len(dm.graph)} test items, the test split has {len(idx)}")
     items = [dm.dataset[int(i)] for i in idx]

@@ -75,6 +75,27 @@ class AntiCausalPredictor(nn.Module):
         terms["loss"] = sum(terms.values())
         return terms
 
+    @torch.no_grad()
+    def reading(self, x: Tensor, labels: dict[str, Tensor], batch: int = 256) -> dict[str, float | None]:
+        """How well it reads held-out labels (x (N, C, H, W), labels {node: (N,)}, NaN = unknown), per node: balanced
+        accuracy (the mean recall of the classes present) for a discrete node, R² for a continuous one; None with
+        fewer than two known labels or classes. Read ``batch`` images at a time."""
+        device = self.loc.device
+        reads = [self.predict(chunk.to(device)) for chunk in x.split(batch)]
+        pred = {name: torch.cat([r[name] for r in reads]).cpu() for name in self.graph.order}
+        out = {}
+        for name in self.graph.order:
+            known = labels[name].isfinite()
+            y, p = labels[name][known].float(), pred[name][known].float()
+            classes = y.unique()
+            if known.sum() < 2 or (self.graph[name].discrete and len(classes) < 2):
+                out[name] = None
+            elif self.graph[name].discrete:
+                out[name] = float(torch.stack([(p[y == c] == c).float().mean() for c in classes]).mean())
+            else:
+                out[name] = float(1 - ((p - y) ** 2).mean() / y.var(unbiased=False).clamp_min(1e-12))
+        return out
+
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location="cpu") -> AntiCausalPredictor:
         ckpt = load_checkpoint(path, map_location)

@@ -61,13 +61,17 @@ def fit_predictor(ckpt: dict, out: Path, epochs: int = 5) -> Path:
         return export_predictor(Path(work) / "last.ckpt", out)
 
 
-def verdict(node: str, gain: float | None, local: bool = False, focused: bool = False) -> str:
+def verdict(node: str, gain: float | None, local: bool = False, focused: bool = False,
+            reading: float | None = None) -> str:
     """One line in plain words: does do(node) show, and what to try when it does not (``focused``: the fit already
-    weighed the local finding's pixels more)."""
+    weighed the local finding's pixels more; ``reading``: how well the predictor reads the node, which, below
+    :data:`SHOWS`, makes the gain uncertain)."""
     if gain is None:
         return f"do({node}): not measured (the predictor cannot tell identity from the truth on this node)"
+    doubt = "" if reading is None or reading >= SHOWS else \
+        f" (uncertain: the predictor reads held-out {node} labels at {reading:.2f} only)"
     if gain >= SHOWS:
-        return f"do({node}) shows: gain {gain:.2f}"
+        return f"do({node}) shows: gain {gain:.2f}{doubt}"
     tries = "train longer; try --guidance 2; the swap test below says whether the decoder follows z"
     if local and focused:
         tries += ("; its pixels weighed more in training already: a few held-out items show it, so read it with a "
@@ -76,7 +80,7 @@ def verdict(node: str, gain: float | None, local: bool = False, focused: bool = 
         tries += (f"; a small finding: give its segmentations as labels.csv's column {node}_mask and fit with "
                   "--data.focus=auto --model.focus_weight=20 (the templates' defaults)")
     word = "shows weakly" if gain >= WEAK else "does not show"
-    return f"do({node}) {word}: gain {gain:.2f} — {tries}"
+    return f"do({node}) {word}: gain {gain:.2f}{doubt} — {tries}"
 
 
 def quality_report(checkpoint, out: str | Path, n: int = 64, steps: int = 20, predictor: str | Path | None = None,
@@ -100,6 +104,8 @@ def quality_report(checkpoint, out: str | Path, n: int = 64, steps: int = 20, pr
     reader = AntiCausalPredictor.from_checkpoint(pred_path)
     reader.check_graph(pipe.graph)
     data = eval_data(ckpt, n)
+    held_out = eval_data(ckpt, None)
+    reading = reader.reading(held_out.x, held_out.labels)
     choice = None
     if choose_settings:
         choice = _choose(checkpoint, ckpt, pipe, reader, data, n, config)
@@ -117,12 +123,13 @@ def quality_report(checkpoint, out: str | Path, n: int = 64, steps: int = 20, pr
     report = {"checkpoint": str(checkpoint), "global_step": ckpt.get("global_step"), "n": data.x.shape[0],
               "config": config.asdict(), "world": evaluation["meta"]["world"], "predictor": str(pred_path),
               "effect_gain": g["effect_gain"], "effect_gain_mean": g["effect_gain_mean"],
-              "effect_gain_descendants": g["effect_gain_descendants"], "true_cf_l1_ratio": g["true_cf_l1_ratio"],
+              "effect_gain_descendants": g["effect_gain_descendants"], "reading": reading,
+              "reading_n": held_out.x.shape[0], "true_cf_l1_ratio": g["true_cf_l1_ratio"],
               "composition@1": row["composition"]["1"], "reversibility@1": row["reversibility"]["1"],
               "swap": {kind: use["swap"][kind]["z"] for kind in ("fresh", "inverted")},
               "swap_reference": use["swap_reference"]["z"],
-              "verdicts": [verdict(node, g["effect_gain"].get(node), pipe.graph[node].local, node in weighed)
-                           for node in pipe.graph.order],
+              "verdicts": [verdict(node, g["effect_gain"].get(node), pipe.graph[node].local, node in weighed,
+                                   reading[node]) for node in pipe.graph.order],
               "grids": [f"grid_{node}.png" for node in pipe.graph.order], "choice": choice,
               "site_banks": {node: bank.sites.shape[0] for node, bank in pipe.site_banks.items()},
               "evaluation": evaluation}
@@ -200,15 +207,20 @@ def markdown(report: dict, nodes: list[str]) -> str:
              + ", ".join(f"{k} {report['config'][k]}" for k in CounterfactualConfig.recommendable()) + ".", "",
              *[f"- {v}" for v in report["verdicts"]], "",
              "| node | effect gain (1 = the truth, 0 = doing nothing) | swap test, fresh noise | inverted noise | "
-             f"reference ({ref}) |", "|---|---|---|---|---|"]
+             f"reference ({ref}) | the predictor reads it |", "|---|---|---|---|---|---|"]
+    reading = report.get("reading") or {}
     for node in nodes:
         lines.append(f"| {node} | {_cell(report['effect_gain'].get(node))} | {_cell(report['swap']['fresh'][node])} "
-                     f"| {_cell(report['swap']['inverted'][node])} | {_cell(report['swap_reference'][node])} |")
+                     f"| {_cell(report['swap']['inverted'][node])} | {_cell(report['swap_reference'][node])} "
+                     f"| {_cell(reading.get(node))} |")
     lines += ["", f"Mean effect gain {_cell(report['effect_gain_mean'])}, descendants "
               f"{_cell(report['effect_gain_descendants'])}; true-CF L1 / identity's "
               f"{_cell(report['true_cf_l1_ratio'])} (< 1 beats doing nothing); composition@1 "
               f"{_cell(report['composition@1'])} and reversibility@1 {_cell(report['reversibility@1'])} "
-              "(L1 on 0–255, 0 is exact).", *(_choice_lines(report["choice"]) if report.get("choice") else []), "",
+              "(L1 on 0–255, 0 is exact). The predictor reads each node's labels on "
+              f"{report.get('reading_n', '—')} held-out items at the last column's balanced accuracy (discrete) or R² "
+              "(continuous): a gain read by a predictor that reads its node poorly is uncertain.",
+              *(_choice_lines(report["choice"]) if report.get("choice") else []), "",
               *[f"![{g}]({g})" for g in report["grids"]]]
     return "\n".join(lines) + "\n"
 
