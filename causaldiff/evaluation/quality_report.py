@@ -45,8 +45,8 @@ PREDICTOR_EPOCHS = 15
 
 
 def fit_predictor(ckpt: dict, out: Path, epochs: int = PREDICTOR_EPOCHS) -> Path:
-    """Train the anti-causal predictor on the training split of the checkpoint's own data (the shipped
-    configs/predictor.yaml settings) and export it to ``out``."""
+    """Train the anti-causal predictor (PredictorModule's default network and learning rate) for ``epochs`` on the
+    training split of the checkpoint's own data and export it to ``out``."""
     import tempfile
 
     import pytorch_lightning as pl
