@@ -22,6 +22,17 @@ def test_predictor_checkpoint_learns(tiny_predictor, tiny_ckpt):
         AntiCausalPredictor.from_checkpoint(tiny_ckpt)
 
 
+def test_a_part_of_the_test_items_is_what_eval_data_loads_for_it(tiny_ckpt):
+    every = eval_data(tiny_ckpt, None)
+    for n, start in ((8, 0), (8, 8), (None, 4)):
+        part, loaded = every.part(n, start=start), eval_data(tiny_ckpt, n, start=start)
+        assert torch.equal(part.x, loaded.x) and part.labels.keys() == loaded.labels.keys()
+        assert all(torch.equal(part.labels[k], loaded.labels[k]) for k in loaded.labels)
+        assert all(torch.equal(part.exogenous[k], loaded.exogenous[k]) for k in loaded.exogenous)
+    with pytest.raises(ValueError, match="needs at least 8 test items, the test split has 3"):
+        every.part(3, nodes=4)
+
+
 def test_interventions_cover_every_node_from_the_data(tiny_ckpt):
     data = eval_data(tiny_ckpt, 24)
     graph = CausalGraph.from_dict({n: {} for n in data.labels})

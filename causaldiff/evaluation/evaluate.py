@@ -48,6 +48,15 @@ class EvalData:
     exogenous: dict[str, Tensor] | None  # worlds only: for the true counterfactual
     world: object | None
 
+    def part(self, n: int | None, start: int = 0, nodes: int = 0) -> EvalData:
+        """Items ``start`` to ``start + n`` (None: to the end), as :func:`eval_data` with these arguments would load
+        them; ValueError when fewer than ``2 * nodes`` remain."""
+        cut = slice(start, None if n is None else start + n)
+        if len(self.x[cut]) < 2 * nodes:
+            raise ValueError(f"evaluation needs at least {2 * nodes} test items, the test split has {len(self.x[cut])}")
+        exogenous = {k: v[cut] for k, v in self.exogenous.items()} if self.exogenous is not None else None
+        return EvalData(self.x[cut], {k: v[cut] for k, v in self.labels.items()}, exogenous, self.world)
+
 
 def eval_data(checkpoint, n: int | None, start: int = 0) -> EvalData:
     """``n`` test items (None: all) of the checkpoint's own dataset from the ``start``-th on (with exogenous noise for

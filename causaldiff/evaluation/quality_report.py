@@ -30,7 +30,7 @@ from causaldiff.evaluation.choose import (
     measure_candidates,
     settings,
 )
-from causaldiff.evaluation.evaluate import Evaluator, eval_data
+from causaldiff.evaluation.evaluate import EvalData, Evaluator, eval_data
 from causaldiff.evaluation.predictor import AntiCausalPredictor
 from causaldiff.graph import CausalGraph
 from causaldiff.inference.config import CounterfactualConfig
@@ -107,12 +107,12 @@ def quality_report(checkpoint, out: str | Path, n: int = 64, steps: int = 20, pr
         fit_predictor(ckpt, pred_path, epochs)
     reader = AntiCausalPredictor.from_checkpoint(pred_path)
     reader.check_graph(pipe.graph)
-    data = eval_data(ckpt, n)
     held_out = eval_data(ckpt, None)
+    data = held_out.part(n, nodes=len(pipe.graph))
     reading = reader.reading(held_out.x, held_out.labels)
     choice = None
     if choose_settings:
-        choice = _choose(checkpoint, ckpt, pipe, reader, data, n, config)
+        choice = _choose(checkpoint, ckpt, pipe, reader, held_out, n, config)
         config = CounterfactualConfig.for_checkpoint(ckpt, steps=steps, batch_size=64)
         pipe = _with_site_banks(CounterfactualPipeline.from_checkpoint(ckpt, config), ckpt)
     evaluation = Evaluator(pipe.model, reader, data, config, cycles=1, variants=["causaldiff"], progress=False,
@@ -166,14 +166,15 @@ def _with_site_banks(pipe: CounterfactualPipeline, ckpt: dict) -> Counterfactual
     return pipe
 
 
-def _choose(checkpoint, ckpt: dict, pipe, reader, data, n: int, config: CounterfactualConfig) -> dict:
-    """Measure :data:`CANDIDATES` on held-out items the report does not use (its own where the test split is too
-    small), store the chosen settings as ``ckpt["inference"]`` and in the checkpoint file; return the choice."""
+def _choose(checkpoint, ckpt: dict, pipe, reader, test: EvalData, n: int, config: CounterfactualConfig) -> dict:
+    """Measure :data:`CANDIDATES` on ``test`` items the report (the first ``n``) does not use (its own where the test
+    split is too small), store the chosen settings as ``ckpt["inference"]`` and in the checkpoint file; return the
+    choice."""
     path = Path(checkpoint)
     try:
-        held_out, where = eval_data(ckpt, n, start=n), "the next held-out items"
+        held_out, where = test.part(n, start=n, nodes=len(pipe.graph)), "the next held-out items"
     except ValueError:
-        held_out, where = data, "the report's own items (the test split is too small to hold more out)"
+        held_out, where = test.part(n), "the report's own items (the test split is too small to hold more out)"
     rows = measure_candidates(pipe.model, reader, held_out, config, pipe.site_banks)
     chosen = settings(choose(rows))
     ckpt["inference"] = chosen
