@@ -351,3 +351,26 @@ def test_last_checkpoint_holds_the_final_step_between_periodic_saves(tmp_path):
     """tiny saves every 10 steps; a run of 15 ends with last.ckpt at step 15 (Lightning alone kept step 10)."""
     main(["fit", "--config", str(CONFIG), "--trainer.max_steps=15", f"--trainer.default_root_dir={tmp_path}"])
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 15
+
+
+def test_auto_widths_follow_the_image_size_and_the_checkpoint_holds_them(tmp_path, caplog):
+    from causaldiff.models.sizing import auto_widths
+
+    # 32 px: the recipe measured on the test beds; 64 px: the GPU template's sizes; each UNet level halves exactly
+    assert auto_widths(32) == {"encoder_widths": [32, 64, 128], "unet_channels": [32, 64, 64], "attention_levels": []}
+    assert auto_widths(64) == {"encoder_widths": [32, 64, 128, 256], "unet_channels": [32, 64, 128, 128],
+                               "attention_levels": [2]}
+    assert auto_widths(96)["unet_channels"] == [32, 64, 128, 128] and auto_widths(96)["attention_levels"] == [3]
+    assert auto_widths(30)["unet_channels"] == [32, 32]  # 30 -> 15: an odd size stops the halving
+    assert max(auto_widths(1024)["unet_channels"] + auto_widths(1024)["encoder_widths"]) == 256
+    with pytest.raises(ValueError, match="at least 8 px, got 4"):
+        auto_widths(4)
+    caplog.set_level(logging.INFO)
+    main(["fit", "--config", str(CONFIG), "--trainer.max_steps=1", f"--trainer.default_root_dir={tmp_path}",
+          "--model.widths=auto", "--model.unet_channels=[8]", "--trainer.logger=false"])
+    assert "widths: auto for 16 px images: encoder [32, 64], UNet [32, 32], attention at UNet levels none" in caplog.text
+    model = CausalDiffAE.from_checkpoint(tmp_path / "checkpoints/last.ckpt")
+    assert model.unet.config.block_out_channels == (32, 32) and model.encoder.head.in_features == 64
+    with pytest.raises(SystemExit, match="^error: widths must be auto or left out"):
+        main(["fit", "--config", str(CONFIG), "--trainer.max_steps=1", f"--trainer.default_root_dir={tmp_path}/x",
+              "--model.widths=large", "--trainer.logger=false", "--trainer.callbacks=[]"])

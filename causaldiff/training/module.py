@@ -13,6 +13,7 @@ from causaldiff.data.focus import AUTO
 from causaldiff.graph import CausalGraph
 from causaldiff.hparams import kwargs_for
 from causaldiff.models.causal_diffae import CausalDiffAE, with_exogenous
+from causaldiff.models.sizing import auto_widths
 from causaldiff.training.consistency import consistency_loss
 from causaldiff.training.losses import diffae_loss
 from causaldiff.training.stages import Stage, lr_at, parse_stages, stage_at
@@ -32,6 +33,9 @@ class CausalDiffAEModule(pl.LightningModule):
     as consecutive stages, each with its own settings and learning-rate cycle; ``trainer.max_steps`` must be their
     total. A checkpoint holds the prediction target of the stage it was saved in, and a resumed run continues the
     stage its step falls in.
+
+    ``widths="auto"`` takes ``encoder_widths``, ``unet_channels`` and ``attention_levels`` from the image size
+    (:func:`~causaldiff.models.sizing.auto_widths`) instead of the given ones, and says which.
 
     ``init_from`` (a checkpoint path or shipped model name) starts training from that model's weights (EMA when it
     has them) instead of from scratch: fine-tuning. The architecture and graph must match; label statistics and the
@@ -54,9 +58,11 @@ class CausalDiffAEModule(pl.LightningModule):
                  kl_warmup_steps: int = 500, p_uncond: float = 0.1, p2_gamma: float = 0.0, p2_k: float = 1.0,
                  snr_gamma: float = 0.0, focus_weight: float = 0.0, beta_cf: float = 0.0, cf_start_steps: int = 1000,
                  cf_fraction: float = 0.5, latent_noise: float = 0.0, channels_last: bool = False,
-                 init_from: str | None = None, stages: list[dict] | None = None):
+                 init_from: str | None = None, stages: list[dict] | None = None, widths: str | None = None):
         super().__init__()
         self.save_hyperparameters()
+        if widths is not None:
+            self._auto_widths(widths)
         self.stages: list[Stage] = parse_stages(stages or [], {k: self.hparams[k] for k in
                                                                ("prediction", "focus_weight", "lr", "warmup_steps")})
         if self.stages:
@@ -64,6 +70,18 @@ class CausalDiffAEModule(pl.LightningModule):
             self.hparams.focus_weight = self.stages[0].focus_weight
         self.model = CausalDiffAE(**kwargs_for(CausalDiffAE, self.hparams))
         self.ema_model = copy.deepcopy(self.model).requires_grad_(False)
+        if widths is not None:
+            h = self.hparams
+            rank_zero_info(f"widths: auto for {h.image_size} px images: encoder {h.encoder_widths}, UNet "
+                           f"{h.unet_channels}, attention at UNet levels {h.attention_levels or 'none'} "
+                           f"({sum(p.numel() for p in self.model.parameters()) / 1e6:.2f} M parameters)")
+
+    def _auto_widths(self, widths: str) -> None:
+        """Replace the hparams' widths by :func:`auto_widths` of the image size."""
+        if widths != "auto":
+            raise ValueError(f"widths must be auto or left out (then encoder_widths, unet_channels, attention_levels "
+                             f"are the given ones), got {widths!r}")
+        self.hparams.update(auto_widths(self.hparams.image_size))
 
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule if self._trainer is not None else None
