@@ -52,10 +52,15 @@ class EvalData:
         """Items ``start`` to ``start + n`` (None: to the end), as :func:`eval_data` with these arguments would load
         them; ValueError when fewer than ``2 * nodes`` remain."""
         cut = slice(start, None if n is None else start + n)
-        if len(self.x[cut]) < 2 * nodes:
-            raise ValueError(f"evaluation needs at least {2 * nodes} test items, the test split has {len(self.x[cut])}")
+        _check_enough(len(self.x[cut]), nodes)
         exogenous = {k: v[cut] for k, v in self.exogenous.items()} if self.exogenous is not None else None
         return EvalData(self.x[cut], {k: v[cut] for k, v in self.labels.items()}, exogenous, self.world)
+
+
+def _check_enough(items: int, nodes: int) -> None:
+    """ValueError unless there are at least two evaluation items a node."""
+    if items < 2 * nodes:
+        raise ValueError(f"evaluation needs at least {2 * nodes} test items, the test split has {items}")
 
 
 def eval_data(checkpoint, n: int | None, start: int = 0) -> EvalData:
@@ -65,8 +70,7 @@ def eval_data(checkpoint, n: int | None, start: int = 0) -> EvalData:
     The reports use the first ones; a setting is chosen on items the reports do not use (e.g. ``start=256``)."""
     dm = checkpoint_datamodule(checkpoint)
     idx = dm.splits["test"][start:None if n is None else start + n]
-    if len(idx) < 2 * len(dm.graph):
-        raise ValueError(f"evaluation needs at least {2 * len(dm.graph)} test items, the test split has {len(idx)}")
+    _check_enough(len(idx), len(dm.graph))
     items = [dm.dataset[int(i)] for i in idx]
     x = torch.stack([it["x"] for it in items])
     labels = {k: dm.dataset.labels[k][idx].clone() for k in dm.graph.order}
