@@ -10,8 +10,10 @@ KINDS = ("continuous", "binary", "categorical")
 
 @dataclass(frozen=True)
 class Node:
-    """One causal variable: its kind, parents, (optionally) its value range, and whether it is ``local``: a binary
-    finding drawn at a site of its own (a lesion; see :mod:`causaldiff.inference.sites`)."""
+    """One causal variable: its kind, parents, (optionally) its value range, whether it is ``local``: a binary
+    finding drawn at a site of its own (a lesion; see :mod:`causaldiff.inference.sites`), and whether it is
+    ``shown``: a parent of the image, drawn in it directly (false: the image shows it only through its descendants,
+    as a patient's age shows through atrophy, and the decoder does not read its block)."""
 
     name: str
     kind: str
@@ -19,6 +21,7 @@ class Node:
     num_classes: int | None = None
     range: tuple[float, float] | None = None
     local: bool = False
+    shown: bool = True
 
     @property
     def discrete(self) -> bool:
@@ -41,6 +44,8 @@ class Node:
             out["range"] = list(self.range)
         if self.local:
             out["local"] = True
+        if not self.shown:
+            out["shown"] = False
         return out
 
 
@@ -62,11 +67,14 @@ class CausalGraph:
                     raise ValueError(f"node '{name}' lists itself as a parent (cycle: {name} -> {name})")
         self.order: list[str] = self._toposort()
         self.nodes = {n: self.nodes[n] for n in self.order}
+        if not any(node.shown for node in self.nodes.values()):
+            raise ValueError("no node is shown: the image must show at least one node directly (shown: false on all)")
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_dict(cls, spec: dict[str, Any] | CausalGraph) -> CausalGraph:
-        """Parse ``{name: {kind, parents, num_classes, range}}``; raises ValueError naming the problem."""
+        """Parse ``{name: {kind, parents, num_classes, range, local, shown}}``; raises ValueError naming the
+        problem."""
         if isinstance(spec, CausalGraph):
             return spec
         if isinstance(spec, (list, tuple)):
@@ -201,7 +209,7 @@ def load_yaml(text: str) -> Any:
 def _parse_node(name: str, body: dict[str, Any]) -> Node:
     if not isinstance(body, dict):
         raise ValueError(f"node '{name}': expected a mapping {{kind, parents, ...}}, got {body!r}")
-    unknown = set(body) - {"kind", "parents", "num_classes", "range", "local"}
+    unknown = set(body) - {"kind", "parents", "num_classes", "range", "local", "shown"}
     if unknown:
         raise ValueError(f"node '{name}': unknown keys {sorted(unknown)}")
     kind = body.get("kind", "continuous")
@@ -232,4 +240,8 @@ def _parse_node(name: str, body: dict[str, Any]) -> Node:
     if local not in (True, False) or (local and kind != "binary"):
         raise ValueError(f"node '{name}': local must be true or false, and only a binary node can be local "
                          f"(a finding switched on at a site), got local={local!r} on a {kind} node")
-    return Node(name, kind, tuple(str(p) for p in parents), num_classes, rng, bool(local))
+    shown = body.get("shown", True)
+    if shown not in (True, False) or (local and not shown):
+        raise ValueError(f"node '{name}': shown must be true or false, and a local node is shown (a finding drawn "
+                         f"in the image), got shown={shown!r}")
+    return Node(name, kind, tuple(str(p) for p in parents), num_classes, rng, bool(local), bool(shown))

@@ -440,3 +440,14 @@ def test_the_predictor_weighs_each_class_of_a_discrete_node_as_much_as_the_other
     plain = module.predictor.loss(batch["x"], batch["labels"], batch["mask"])["lesion"]
     weighted = module.predictor.loss(batch["x"], batch["labels"], batch["mask"], class_weights=module.class_weights)
     assert not torch.isclose(plain, weighted["lesion"])
+
+
+def test_shown_replaces_the_graphs_flags_and_names_an_unknown_node():
+    assert [n for n, node in CausalDataModule(world="brain", n=16).graph.nodes.items() if not node.shown] == \
+        ["sex", "age"]  # the world's own declaration: its renderer draws neither
+    every = CausalDataModule(world="brain", n=16, shown=["sex", "age", "brain_volume", "ventricle_volume", "lesion"])
+    assert all(node.shown for node in every.graph.nodes.values()) and "shown" not in str(every.graph_spec)
+    with pytest.raises(ValueError, match="shown names unknown node 'height'"):
+        _ = CausalDataModule(world="brain", n=16, shown=["height"]).graph
+    with pytest.raises(ValueError, match="'lesion': .*a local node is shown"):
+        _ = CausalDataModule(world="brain", n=16, shown=["age"]).graph

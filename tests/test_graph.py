@@ -39,6 +39,9 @@ def test_round_trip_dict_and_yaml():
     assert CausalGraph.from_dict(g.to_dict()).to_dict() == g.to_dict()
     assert CausalGraph.from_yaml(g.to_yaml()).to_dict() == g.to_dict()
     assert g["digit"].cardinality == 10 and g["sex"].cardinality == 2 and g["age"].cardinality == 1
+    hidden = CausalGraph.from_dict({**spec, "sex": {"kind": "binary", "shown": False}})
+    assert CausalGraph.from_yaml(hidden.to_yaml())["sex"].shown is False and hidden["age"].shown is True
+    assert "shown" not in g.to_dict()["sex"]  # the default (shown) is left out, as graphs written before it
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -50,6 +53,9 @@ def test_round_trip_dict_and_yaml():
     ({"d": {"kind": "continuous", "colour": 1}}, "unknown keys"),
     ({}, "non-empty"),
     ({"a": {"range": [3, 1]}}, "low < high"),
+    ({"a": {"shown": "no"}}, "'a': shown must be true or false"),
+    ({"a": {"kind": "binary", "local": True, "shown": False}}, "a local node is shown"),
+    ({"a": {"shown": False}, "b": {"parents": ["a"], "shown": False}}, "no node is shown"),
 ])
 def test_bad_graphs_name_the_problem(spec, message):
     with pytest.raises(ValueError, match=message):

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from causaldiff.data.worlds import get_world
-from causaldiff.evaluation.quality_report import focused, verdict
+from causaldiff.evaluation.quality_report import drawn_ancestors, focused, verdict
 
 
 def test_the_fit_writes_a_report_with_every_section(tiny_run):
@@ -109,6 +109,12 @@ def test_a_verdict_says_in_plain_words_whether_an_intervention_shows(gain, words
     doubt = "uncertain: the predictor reads held-out lesion labels at 0.64 only"
     assert doubt in verdict("lesion", 0.9, True, True, 0.64) and doubt in verdict("lesion", 0.1, True, True, 0.64)
     assert "uncertain" not in verdict("age", 0.9, reading=0.8) + verdict("age", 0.1, reading=None)
+    hint = "if the images do not draw soil_ph (seen only through its descendants), mark it shown: false"
+    assert hint in verdict("hue", 0.69, drawn_ancestors=("soil_ph",)) and "shown: false" not in verdict("hue", 0.69)
+    assert "shown: false" not in verdict("hue", 0.95, drawn_ancestors=("soil_ph",))  # it shows: nothing to try
+    bloom = get_world("bloom").graph
+    assert drawn_ancestors(bloom, "hue") == () and drawn_ancestors(get_world("strokes").graph, "intensity") == \
+        ("thickness",)
     brain = {"graph": get_world("brain").graph.to_dict()}
     ckpt = lambda weight, focus, **data: {"hyper_parameters": {**brain, "focus_weight": weight},  # noqa: E731
                                           "datamodule_hyper_parameters": {"focus": focus, **data}}

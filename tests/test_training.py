@@ -293,6 +293,26 @@ def test_latent_noise_zero_feeds_the_posterior_mean():
     assert not torch.equal(*reads[1.0])
 
 
+def test_a_node_the_image_does_not_show_does_not_reach_the_decoder():
+    from tests.helpers import TINY
+
+    graph = {"ph": {}, "hue": {"parents": ["ph"]}, "size": {"parents": ["ph"], "shown": False}}
+    torch.manual_seed(0)
+    model = CausalDiffAE(graph, image_size=16, channels=3, **TINY).eval()
+    z, s = torch.randn(2, 3, model.latent_dim), torch.randn(2, model.style_dim)
+    base = model.condition(z, s)
+    for node, moves in (("ph", True), ("hue", True), ("size", False)):
+        moved = z.clone()
+        moved[:, model.graph.index(node)] += 3.0
+        assert (model.condition(moved, s) - base).abs().max().item() > 1e-3 if moves else \
+            torch.equal(model.condition(moved, s), base), node
+    ckpt = {"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+            "hyper_parameters": {"graph": model.graph.to_dict(), "image_size": 16, "channels": 3,
+                                 "condition_norm": True, **TINY}}
+    loaded = CausalDiffAE.from_checkpoint(ckpt, ema=False)
+    assert loaded.graph["size"].shown is False and torch.equal(loaded.condition(z, s), base)
+
+
 def test_v_prediction_converts_to_eps_and_trains_on_the_v_mse(tmp_path):
     model, batch = tiny_model()
     model.prediction = "v"
@@ -368,7 +388,8 @@ def test_auto_widths_follow_the_image_size_and_the_checkpoint_holds_them(tmp_pat
     caplog.set_level(logging.INFO)
     main(["fit", "--config", str(CONFIG), "--trainer.max_steps=1", f"--trainer.default_root_dir={tmp_path}",
           "--model.widths=auto", "--model.unet_channels=[8]", "--trainer.logger=false"])
-    assert "widths: auto for 16 px images: encoder [32, 64], UNet [32, 32], attention at UNet levels none" in caplog.text
+    assert ("widths: auto for 16 px images: encoder [32, 64], UNet [32, 32], attention at UNet levels none"
+            in caplog.text)
     model = CausalDiffAE.from_checkpoint(tmp_path / "checkpoints/last.ckpt")
     assert model.unet.config.block_out_channels == (32, 32) and model.encoder.head.in_features == 64
     with pytest.raises(SystemExit, match="^error: widths must be auto or left out"):

@@ -54,6 +54,17 @@ def test_do_moves_node_and_descendants_only(name):
         assert torch.equal(w.counterfactual(exo, labels, expr)[1], cf_img)
 
 
+@pytest.mark.parametrize("name", WORLDS)
+def test_a_world_marks_unshown_exactly_the_nodes_its_renderer_does_not_draw(name):
+    w = get_world(name)
+    exo, labels = w.sample(32, seed=0)
+    img = w.render(exo, labels)
+    for node in w.graph.order:  # the node's label moved alone, every other label (its children's too) held
+        moved = dict(labels)
+        moved[node] = 1 - labels[node] if w.graph[node].kind == "binary" else labels[node].flip(0)
+        assert torch.equal(w.render(exo, moved), img) != w.graph[node].shown, node
+
+
 def test_morpho_scm_matches_deepscm():
     w = get_world("morpho")
     _, labels = w.sample(20000, seed=0)

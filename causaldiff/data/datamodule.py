@@ -102,13 +102,15 @@ class CausalDataModule(pl.LightningDataModule):
             site, lesion or not); a folder's are the nonzero pixels of the mask image (e.g. the lesion's
             segmentation) named in labels.csv's column ``<node>_mask`` (empty: none); several nodes: their union.
         world_options: a world's named variants, e.g. ``{lesion_scale: 2}`` for the brain with lesions twice as wide.
+        shown: the nodes the image shows directly, in place of the graph's ``shown`` flags (a world's graph, or
+            graph.yaml, declares its own): e.g. every node, for the recipe of a model trained before the flag.
     """
 
     def __init__(self, world: str | None = None, folder: str | None = None, folder_graph: dict | None = None,
                  n: int = 10000, size: int = 32, folder_channels: int = 3, seed: int = 0, val_fraction: float = 0.1,
                  test_fraction: float = 0.1, batch_size: int = 64, num_workers: int = 0, balance: str | None = None,
                  randomise: list[str] | None = None, twins: str | None = None, focus: str | None = None,
-                 world_options: dict[str, float] | None = None):
+                 world_options: dict[str, float] | None = None, shown: list[str] | None = None):
         super().__init__()
         self.save_hyperparameters()  # stored in checkpoints, so grids and evaluation can find the same data
         if (world is None) == (folder is None):
@@ -123,6 +125,7 @@ class CausalDataModule(pl.LightningDataModule):
         self.batch_size, self.num_workers, self.balance = batch_size, num_workers, balance
         self.randomise, self.twins, self.focus = tuple(randomise or ()), twins, focus
         self.world_options = dict(world_options or {})
+        self.shown = None if shown is None else list(shown)
 
     @cached_property
     def dataset(self) -> Dataset:
@@ -131,9 +134,16 @@ class CausalDataModule(pl.LightningDataModule):
                                 self.world_options)
         return FolderDataset(self.folder, self.folder_graph, self.size, self.folder_channels, focus=self.focus)
 
-    @property
+    @cached_property
     def graph(self) -> CausalGraph:
-        return self.dataset.graph
+        graph = self.dataset.graph
+        if self.shown is None:
+            return graph
+        unknown = sorted(set(self.shown) - set(graph.order))
+        if unknown:
+            raise ValueError(f"shown names unknown node {unknown[0]!r} (nodes: {', '.join(graph.order)})")
+        return CausalGraph.from_dict({name: {**{k: v for k, v in node.to_dict().items() if k != "shown"},
+                                             "shown": name in self.shown} for name, node in graph.nodes.items()})
 
     @property
     def graph_spec(self) -> dict:

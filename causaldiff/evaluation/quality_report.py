@@ -66,10 +66,11 @@ def fit_predictor(ckpt: dict, out: Path, epochs: int = PREDICTOR_EPOCHS) -> Path
 
 
 def verdict(node: str, gain: float | None, local: bool = False, focused: bool = False,
-            reading: float | None = None) -> str:
+            reading: float | None = None, drawn_ancestors: tuple[str, ...] = ()) -> str:
     """One line in plain words: does do(node) show, and what to try when it does not (``focused``: the fit already
     weighed the local finding's pixels more; ``reading``: how well the predictor reads the node, which, below
-    :data:`SHOWS`, makes the gain uncertain)."""
+    :data:`SHOWS`, makes the gain uncertain; ``drawn_ancestors``: its ancestors the graph calls shown, from whose
+    blocks the decoder may read what the node looks like)."""
     if gain is None:
         return f"do({node}): not measured (the predictor cannot tell identity from the truth on this node)"
     doubt = "" if reading is None or reading >= SHOWS else \
@@ -83,8 +84,16 @@ def verdict(node: str, gain: float | None, local: bool = False, focused: bool = 
     elif local:
         tries += (f"; a small finding: give its segmentations as labels.csv's column {node}_mask and fit with "
                   "--data.focus=auto --model.focus_weight=20 (the templates' defaults)")
+    if drawn_ancestors:
+        tries += (f"; if the images do not draw {' or '.join(drawn_ancestors)} (seen only through its descendants), "
+                  "mark it shown: false in the graph, so the decoder reads the look from the node's own block")
     word = "shows weakly" if gain >= WEAK else "does not show"
     return f"do({node}) {word}: gain {gain:.2f}{doubt} — {tries}"
+
+
+def drawn_ancestors(graph, node: str) -> tuple[str, ...]:
+    """The ancestors of ``node`` the graph calls shown (drawn in the image), in topological order."""
+    return tuple(a for a in graph.ancestors(node) if graph[a].shown)
 
 
 def quality_report(checkpoint, out: str | Path, n: int = 64, steps: int = 20, predictor: str | Path | None = None,
@@ -133,7 +142,7 @@ def quality_report(checkpoint, out: str | Path, n: int = 64, steps: int = 20, pr
               "swap": {kind: use["swap"][kind]["z"] for kind in ("fresh", "inverted")},
               "swap_reference": use["swap_reference"]["z"],
               "verdicts": [verdict(node, g["effect_gain"].get(node), pipe.graph[node].local, node in weighed,
-                                   reading[node]) for node in pipe.graph.order],
+                                   reading[node], drawn_ancestors(pipe.graph, node)) for node in pipe.graph.order],
               "grids": [f"grid_{node}.png" for node in pipe.graph.order], "choice": choice,
               "site_banks": {node: bank.sites.shape[0] for node, bank in pipe.site_banks.items()},
               "evaluation": evaluation}

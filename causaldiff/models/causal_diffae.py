@@ -76,6 +76,8 @@ class CausalDiffAE(nn.Module):
         self.scm = AttributeSCM(self.graph)
         self.scheduler_config = scheduler_config(num_train_timesteps, beta_schedule)
         self.register_buffer("alphas_cumprod", alphas_cumprod(self.scheduler_config), persistent=False)
+        shown = [float(self.graph[name].shown) for name in self.graph.order]
+        self.register_buffer("shown", torch.tensor(shown)[:, None], persistent=False)
 
     # ------------------------------------------------------------------ pieces
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -88,8 +90,10 @@ class CausalDiffAE(nn.Module):
         return z - self.alignment.prior_mean(labels)
 
     def condition(self, z: Tensor, s: Tensor) -> Tensor:
-        """(B, n, d), (B, style) → (B, E) decoder condition."""
-        return self.condition_proj(torch.cat([z.flatten(1), s], dim=1))
+        """(B, n, d), (B, style) → (B, E) decoder condition. A node the image does not show (``shown: false``) enters
+        as zeros: x's parents in the SCM are the shown nodes, so a child's block alone says what the child looks like
+        (read from an ancestor's block too, do(child) with the ancestor held shows only in part)."""
+        return self.condition_proj(torch.cat([(z * self.shown).flatten(1), s], dim=1))
 
     def null_condition(self, batch: int) -> Tensor:
         return self.condition_proj.null_condition().expand(batch, -1)

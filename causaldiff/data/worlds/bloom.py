@@ -29,8 +29,8 @@ class Bloom(World):
     name = "bloom"
     channels = 3
     graph_spec = {
-        "soil_ph": {"kind": "continuous", "range": [4.5, 8.5]},
-        "water": {"kind": "continuous", "range": [0.0, 1.0]},
+        "soil_ph": {"kind": "continuous", "range": [4.5, 8.5], "shown": False},  # not drawn: shown by hue, height
+        "water": {"kind": "continuous", "range": [0.0, 1.0], "shown": False},  # shown by height and bloom_size
         "hue": {"kind": "continuous", "parents": ["soil_ph"]},
         "height": {"kind": "continuous", "parents": ["water", "soil_ph"]},
         "bloom_size": {"kind": "continuous", "parents": ["water"]},

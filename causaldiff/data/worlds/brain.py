@@ -24,8 +24,8 @@ class Brain(World):
     name = "brain"
     channels = 1
     graph_spec = {
-        "sex": {"kind": "binary"},
-        "age": {"kind": "continuous", "range": [45.0, 80.0]},
+        "sex": {"kind": "binary", "shown": False},  # not drawn: shown by the volumes
+        "age": {"kind": "continuous", "range": [45.0, 80.0], "shown": False},
         "brain_volume": {"kind": "continuous", "parents": ["sex", "age"]},
         "ventricle_volume": {"kind": "continuous", "parents": ["age", "brain_volume"]},
         "lesion": {"kind": "binary", "parents": ["age"], "local": True},  # a blob at an exogenous site
