@@ -142,8 +142,8 @@ class CausalDataModule(pl.LightningDataModule):
         unknown = sorted(set(self.shown) - set(graph.order))
         if unknown:
             raise ValueError(f"shown names unknown node {unknown[0]!r} (nodes: {', '.join(graph.order)})")
-        return CausalGraph.from_dict({name: {**{k: v for k, v in node.to_dict().items() if k != "shown"},
-                                             "shown": name in self.shown} for name, node in graph.nodes.items()})
+        return CausalGraph.from_dict({name: {**node.to_dict(), "shown": name in self.shown}
+                                      for name, node in graph.nodes.items()})
 
     @property
     def graph_spec(self) -> dict:
