@@ -4,7 +4,8 @@ it) beside the finding's true change (the image minus its twin without the findi
 
 Per world and node (64 images with the finding): the banked change's mass (sum |patch|) over the true change's, the
 L1 error of the patch over the true change's mass (0 = the finding exactly), and the HWHM of the banked and the true
-patches. Row ``grown`` is the bank's (the mask grown by one pixel, then filled); row ``mask`` fills the mask alone.
+patches (the window's half side where the true change has no peak at the banked site: a swelling runs along its
+stroke). Row ``grown`` is the bank's (the mask grown by one pixel, then filled); row ``mask`` fills the mask alone.
 
     python benchmarks/site_bank_truth.py [--n 64] [--out benchmarks/results/lesions/site_bank_truth.json]
 """
@@ -21,12 +22,9 @@ from causaldiff.data.datamodule import FOCUS_LEVELS
 from causaldiff.data.worlds import get_world
 from causaldiff.inference.sites import change_peaks, finding_hwhm, harmonic_fill, masked_sites, patches_at
 from causaldiff.io import atomic_write_text
+from causaldiff.pixels import to_unit
 
 WORLDS = ("brain", "strokes")
-
-
-def to_unit(img: torch.Tensor) -> torch.Tensor:
-    return img.float() / 127.5 - 1
 
 
 def compare(world_name: str, node: str, n: int, size: int = 32, seed: int = 1) -> dict:
@@ -36,7 +34,7 @@ def compare(world_name: str, node: str, n: int, size: int = 32, seed: int = 1) -
     show = torch.nonzero(labels[node] == 1).flatten()[:n]
     exo, labels = {k: v[show] for k, v in exo.items()}, {k: v[show] for k, v in labels.items()}
     images = world.render(exo, labels)
-    _, without = world.counterfactual(exo, labels, f"{node}={0}")
+    _, without = world.counterfactual(exo, labels, f"{node}=0")
     mask = (images.int() - without.int()).abs().amax(1, keepdim=True) > FOCUS_LEVELS  # data make's <node>_mask
     x, true_change = to_unit(images), to_unit(images) - to_unit(without)
     true_mass = true_change.abs().sum((1, 2, 3))
